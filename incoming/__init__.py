@@ -1,0 +1,3 @@
+"""Incoming!!: a large-file upload server for web applications."""
+
+__version__ = "0.2.0.dev0"

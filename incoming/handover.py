@@ -1,0 +1,140 @@
+"""
+Calls from Incoming!! to the backend's signalFinishURL: the handover of a
+finished file and the notice of a cancelled upload, with retries.
+"""
+
+import json
+import random
+
+from twisted.internet import task
+from twisted.internet.defer import TimeoutError as DeferredTimeout, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from treq.client import HTTPClient
+
+
+class HandoverFailed(Exception):
+    """
+    One attempt to reach the backend did not get a usable answer.
+    """
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    # One log line per connection to the backend says nothing the handover
+    # lines do not already say.
+    noisy = False
+
+
+class Backend:
+    """
+    The backend as Incoming!! sees it: one POST per attempt, form-encoded,
+    with the fields of the original Incoming!! server and a few more.
+    """
+
+    log = Logger()
+
+    # Retry delays: first_delay, doubled per attempt up to max_delay, each
+    # scaled by a random factor in [0.5, 1] so that many uploads whose
+    # backend came back do not all retry at the same instant.
+    first_delay = 1.0
+    max_delay = 300.0
+
+    def __init__(self, reactor, request_timeout, retry_period):
+        self._reactor = reactor
+        self._timeout = request_timeout
+        self._retry_period = retry_period
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool._factory = _QuietFactory
+        self._http = HTTPClient(Agent(reactor, pool=self._pool))
+
+    def close(self):
+        return self._pool.closeCachedConnections()
+
+    def handover_fields(self, upload, location):
+        return {
+            "id": upload.id,
+            "filename": location,
+            "filenameFromBrowser": upload.filename,
+            "backendSecret": upload.backend_secret,
+            "cancelled": "no",
+            "cancelReason": "",
+            "size": str(upload.offset),
+            "mimetype": upload.mimetype,
+            "sha256": upload.sha256,
+            "metadata": json.dumps(upload.metadata),
+        }
+
+    def cancel_fields(self, upload):
+        return {
+            "id": upload.id,
+            "filename": "",
+            "filenameFromBrowser": upload.filename,
+            "backendSecret": upload.backend_secret,
+            "cancelled": "yes",
+            "cancelReason": upload.cancel_reason,
+            "size": str(upload.offset),
+            "mimetype": upload.mimetype,
+            "sha256": "",
+            "metadata": json.dumps(upload.metadata),
+        }
+
+    def post(self, upload, fields):
+        """
+        One attempt: POST C{fields} to the upload's signalFinishURL.
+
+        @return: a L{Deferred} firing with C{"done"} or C{"wait"}, or failing
+            with L{HandoverFailed} (refused, timed out, not 200, or any other
+            answer).
+        """
+        d = ensureDeferred(self._post(upload.signal_finish_url, fields))
+        d.addTimeout(self._timeout, self._reactor)
+        d.addErrback(self._explain)
+        return d
+
+    async def _post(self, url, fields):
+        response = await self._http.post(url, data=fields)
+        body = (await response.text("utf-8")).strip()
+        if response.code != 200:
+            raise HandoverFailed(f"backend answered HTTP {response.code}: {body[:200]!r}")
+        answer = body.lower()
+        if answer not in ("done", "wait"):
+            raise HandoverFailed(f"backend answered {body[:200]!r}, not 'done' or 'wait'")
+        return answer
+
+    def _explain(self, failure):
+        if failure.check(HandoverFailed):
+            return failure
+        if failure.check(DeferredTimeout):
+            raise HandoverFailed(f"backend did not answer within {self._timeout:g} s")
+        raise HandoverFailed(f"backend unreachable: {failure.getErrorMessage() or failure.type.__name__}")
+
+    async def post_until(self, upload, fields, deadline, what):
+        """
+        POST C{fields} until an attempt succeeds or C{deadline} (reactor
+        time) has passed, waiting longer after each failure.
+
+        @return: the backend's answer, C{"done"} or C{"wait"}.
+        @raise HandoverFailed: when the deadline passed first.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.post(upload, fields)
+            except HandoverFailed as e:
+                delay = self.retry_delay(attempt)
+                if self._reactor.seconds() + delay > deadline:
+                    raise HandoverFailed(f"{what} gave up after {attempt} attempts: {e}")
+                self.log.warn(
+                    "upload {upload_id}: {what} attempt {attempt} failed ({error}); retrying in {delay:.1f} s",
+                    upload_id=upload.id,
+                    what=what,
+                    attempt=attempt,
+                    error=e,
+                    delay=delay,
+                )
+                await task.deferLater(self._reactor, delay)
+
+    def retry_delay(self, attempt):
+        base = min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.0)

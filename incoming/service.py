@@ -1,0 +1,100 @@
+"""
+Builds the server from a L{Config}: storage, registry, the uploads service,
+and the two listeners (public frontend, private backend API).
+"""
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from .config import Options
+from .handover import Backend
+from .receive import UploadRequest
+from .registry.files import FileRegistry
+from .storage.local import LocalStorage
+from .uploads import Uploads
+from .web.backend import BackendAPI
+from .web.frontend import Frontend
+
+__all__ = ["Options", "makeService", "build"]
+
+
+class UploadSite(Site):
+    """
+    A site whose requests stream upload data to storage (see
+    L{UploadRequest}) and that keeps per-request access lines out of the log:
+    the log tells upload events, one line each.
+    """
+
+    requestFactory = UploadRequest
+    noisy = False
+
+    def __init__(self, resource, route_body=None, timeout=None):
+        super().__init__(resource, timeout=timeout)
+        self.route_body = route_body
+
+    def log(self, request):
+        pass
+
+
+class Listener(Service):
+    """
+    Listens on an endpoint string and says where in the log. A listener that
+    cannot start (port taken, bad description) stops the server at once.
+    """
+
+    log = Logger()
+
+    def __init__(self, name, description, factory):
+        self.name = name
+        self.description = description
+        self.factory = factory
+        self.port = None
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        failures = []
+        endpoint = serverFromString(reactor, self.description)
+        endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port):
+        self.port = port
+        address = port.getHost()
+        self.log.info(
+            "{name} listening on {host}:{port}",
+            name=self.name,
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+        )
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def build(config):
+    """
+    The whole server as one service.
+    """
+    storage = LocalStorage(config.storage)
+    registry = FileRegistry(config.storage)
+    backend = Backend(reactor, config.handover_timeout, config.handover_retry_period)
+    uploads = Uploads(config, storage, registry, backend, reactor)
+    frontend = Frontend(uploads, config)
+
+    top = MultiService()
+    uploads.setServiceParent(top)
+    frontend_site = UploadSite(frontend.resource(), frontend.route_body, timeout=config.receive_timeout)
+    Listener("frontend", config.frontend, frontend_site).setServiceParent(top)
+    backend_site = UploadSite(BackendAPI(uploads).app.resource(), timeout=config.receive_timeout)
+    Listener("backend", config.backend, backend_site).setServiceParent(top)
+    return top
+
+
+def makeService(options):
+    return build(options["app_config"])

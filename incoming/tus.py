@@ -1,0 +1,109 @@
+"""
+The tus 1.0.0 wire format: header values in and out.
+"""
+
+import base64
+import binascii
+import re
+from email.utils import formatdate
+
+from .errors import BadRequest
+
+VERSION = "1.0.0"
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "termination",
+    "expiration",
+    "checksum",
+)
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+
+# Request headers a browser may send and response headers it may read,
+# for CORS.
+REQUEST_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Offset",
+    "Upload-Checksum",
+    "Upload-Concat",
+    "Content-Type",
+    "X-HTTP-Method-Override",
+    "X-Requested-With",
+)
+RESPONSE_HEADERS = (
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Incoming-Chunk-Size",
+)
+
+_METADATA_KEY = re.compile(r"[^\s,]+")
+
+
+def parse_count(name, value):
+    """
+    A non-negative integer header such as C{Upload-Offset}, or C{None} when
+    the header is absent.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii():
+        raise BadRequest(f"{name} must be a non-negative integer, not {value[:40]!r}")
+    return int(value)
+
+
+def parse_metadata(header):
+    """
+    The C{Upload-Metadata} header as a dict of key to text (C{""} for a key
+    given without a value). Values that are not UTF-8 are kept as base64
+    text.
+    """
+    metadata = {}
+    if not header or not header.strip():
+        return metadata
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        key = parts[0]
+        if not _METADATA_KEY.fullmatch(key) or len(parts) > 2:
+            raise BadRequest("Upload-Metadata must be comma-separated 'key base64value' pairs")
+        if key in metadata:
+            raise BadRequest(f"Upload-Metadata: key {key!r} is given twice")
+        if len(parts) == 1:
+            metadata[key] = ""
+            continue
+        try:
+            raw = base64.b64decode(parts[1], validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"Upload-Metadata: the value of {key!r} is not valid base64")
+        try:
+            metadata[key] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            metadata[key] = parts[1]
+    return metadata
+
+
+def encode_metadata(metadata):
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
+        for key, value in metadata.items()
+    )
+
+
+def http_date(timestamp):
+    """
+    An RFC 9110 date, as C{Upload-Expires} wants it.
+    """
+    return formatdate(timestamp, usegmt=True)

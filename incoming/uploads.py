@@ -1,0 +1,670 @@
+"""
+All uploads of one server: issuing tickets, claiming them, writing data,
+timeouts, handovers and cancellations. Every transition of an upload goes
+through here and is persisted before anyone is told of it.
+"""
+
+import base64
+import binascii
+import errno
+import hashlib
+import hmac
+import re
+import secrets
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from .errors import (
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    Forbidden,
+    Gone,
+    InsufficientStorage,
+    NotFound,
+    TooLarge,
+)
+from .handover import HandoverFailed
+from .upload import TERMINAL_STATES, Upload
+
+# Upload ids are made here (token_urlsafe); anything else is not an id and
+# never reaches a file name.
+_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")
+
+_REHASH_CHUNK = 1 << 20
+
+
+def parse_checksum(header):
+    """
+    The (algorithm, digest) of a tus C{Upload-Checksum} header value.
+    """
+    try:
+        algorithm, encoded = header.strip().split(" ", 1)
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        raise BadRequest("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    algorithm = algorithm.lower()
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise BadRequest(
+            f"checksum algorithm {algorithm!r} is not supported "
+            f"(use one of {', '.join(CHECKSUM_ALGORITHMS)})"
+        )
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise BadRequest(f"Upload-Checksum: not a {algorithm} digest")
+    return algorithm, digest
+
+
+@attrs.frozen
+class Limits:
+    """
+    The size limit that applies to one upload.
+    """
+
+    server_max: int
+    ticket_max: int
+
+    @property
+    def max_size(self):
+        limits = [size for size in (self.server_max, self.ticket_max) if size > 0]
+        return min(limits) if limits else 0
+
+    def check(self, length):
+        if self.max_size and length > self.max_size:
+            raise TooLarge(f"upload of {length} bytes exceeds the limit of {self.max_size} bytes")
+
+
+class WriteSession:
+    """
+    One request's worth of data for one upload: appends what the receiver
+    hands over (in a worker thread), digests it on the way, and on close
+    commits the new offset or, for a checksummed chunk that does not match,
+    rolls the file back.
+
+    @ivar limit: how many bytes this request may add.
+    @ivar written: how many it has added so far.
+    """
+
+    def __init__(self, uploads, upload, stored_file, digest, checksum, limit):
+        self.uploads = uploads
+        self.upload = upload
+        self.file = stored_file
+        self.digest = digest
+        self.limit = limit
+        self.written = 0
+        self.start = upload.offset
+        self.receiver = None
+        self.closed = Deferred()
+        self._checksum = checksum
+        if checksum is not None:
+            self._chunk_digest = hashlib.new(checksum[0])
+            # Restored if the chunk is rejected: the whole-upload digest must
+            # not include bytes that are dropped.
+            self._digest_before = digest.copy()
+
+    @property
+    def visible_offset(self):
+        """
+        The offset a client may see now: a checksummed chunk counts only
+        once it is verified.
+        """
+        if self._checksum is not None:
+            return self.start
+        return self.start + self.written
+
+    def too_large(self):
+        if self.upload.length is not None:
+            return TooLarge(
+                f"upload {self.upload.id} would grow past its length of {self.upload.length} bytes"
+            )
+        return TooLarge(
+            f"upload {self.upload.id} would exceed the limit of {self.start + self.limit} bytes"
+        )
+
+    def write(self, buffers):
+        """
+        Append C{buffers}; runs in a worker thread.
+        """
+        try:
+            self.file.append(buffers)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "storage is full: the chunk was not stored; "
+                    f"the upload can resume from offset {self.start + self.written}"
+                )
+            raise
+        for buffer in buffers:
+            self.digest.update(buffer)
+            if self._checksum is not None:
+                self._chunk_digest.update(buffer)
+        self.written += sum(map(len, buffers))
+
+    def abort(self):
+        if self.receiver is not None:
+            self.receiver.abort()
+
+    def close(self, complete, error):
+        """
+        The request is over: C{complete} if its body arrived whole, C{error}
+        if it was stopped.
+
+        @return: a L{Deferred} firing with the upload, or failing with the
+            L{ClientError} to answer.
+        """
+        d = ensureDeferred(self._close(complete, error))
+        d.addBoth(self._closed)
+        return d
+
+    async def _close(self, complete, error):
+        if self._checksum is not None and self.written:
+            verified = complete and error is None
+            if verified and self._chunk_digest.digest() != self._checksum[1]:
+                error = ChecksumMismatch(
+                    f"{self._checksum[0]} checksum mismatch: the chunk was discarded; "
+                    f"resend it from offset {self.start}"
+                )
+                verified = False
+            if not verified:
+                await deferToThread(self.file.truncate, self.start)
+                self.digest = self._digest_before
+                self.written = 0
+        await self.uploads.stored(self)
+        if error is not None:
+            raise error
+        return self.upload
+
+    def _closed(self, result):
+        self.file.close()
+        self.uploads.writer_closed(self)
+        self.closed.callback(None)
+        return result
+
+
+class Uploads(Service):
+    """
+    The uploads of this server, kept in memory and in the registry.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, storage, registry, backend, clock):
+        self.config = config
+        self.storage = storage
+        self.registry = registry
+        self.backend = backend
+        self.clock = clock
+        self._uploads = {}
+        self._writers = {}
+        self._digests = {}
+        self._rehashing = {}
+        self._watchers = {}
+        self._timers = {}
+        self._tasks = set()
+        self._sweeper = task.LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+
+    # Service
+
+    def startService(self):
+        super().startService()
+        d = self.registry.load_all()
+        d.addCallback(self._restore)
+        d.addCallback(lambda _: self._sweeper.start(self.config.sweep_interval, now=True))
+
+    def stopService(self):
+        super().stopService()
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        for d in list(self._tasks):
+            d.cancel()
+        for upload_id in list(self._watchers):
+            self._wake_watchers(upload_id)
+        return self.backend.close()
+
+    def _restore(self, records):
+        for record in records:
+            try:
+                upload = Upload.from_record(record)
+            except Exception:
+                self.log.failure("skipping upload record that cannot be restored: {record}", record=record)
+                continue
+            self._uploads[upload.id] = upload
+            self._resume(upload)
+        self.log.info("restored {count} uploads", count=len(self._uploads))
+
+    def _resume(self, upload):
+        state = upload.state
+        if state == "receiving":
+            # The data file is the truth: bytes written before a crash count,
+            # unless they belong to a checksummed chunk never verified.
+            size = self.storage.size(upload.id)
+            if upload.checksum_pending or size < upload.offset:
+                self._truncate(upload.id, min(size, upload.offset))
+                size = min(size, upload.offset)
+            upload.offset = size
+            upload.checksum_pending = False
+        if state in ("ticketed", "receiving"):
+            self._watch_idle(upload)
+        elif state == "handing_over":
+            self._start(self._hand_over(upload))
+        elif state == "awaiting_confirmation":
+            self._watch_confirmation(upload)
+        elif upload.notice_pending:
+            self._start(self._send_cancel_notice(upload))
+
+    def _truncate(self, upload_id, size):
+        stored = self.storage.open(upload_id)
+        try:
+            stored.truncate(size)
+        finally:
+            stored.close()
+
+    # Looking uploads up
+
+    def get(self, upload_id):
+        upload = self._uploads.get(upload_id) if _ID.fullmatch(upload_id or "") else None
+        if upload is None:
+            raise NotFound(f"no upload with id {upload_id!r}")
+        return upload
+
+    def get_for_backend(self, upload_id, secret):
+        upload = self.get(upload_id)
+        if not hmac.compare_digest(upload.backend_secret.encode(), (secret or "").encode()):
+            raise Forbidden(f"wrong backendSecret for upload {upload_id}")
+        return upload
+
+    def offset(self, upload):
+        writer = self._writers.get(upload.id)
+        return writer.visible_offset if writer is not None else upload.offset
+
+    def expires(self, upload):
+        """
+        When an unfinished upload will be cancelled if nothing happens, or
+        C{None}.
+        """
+        if upload.state in ("ticketed", "receiving"):
+            return upload.touched + self.config.idle_timeout
+        return None
+
+    def status(self, upload):
+        return {
+            "id": upload.id,
+            "state": upload.state,
+            "offset": self.offset(upload),
+            "length": upload.length,
+            "filename": upload.filename,
+            "mimetype": upload.mimetype,
+            "sha256": upload.sha256 or None,
+            "cancelReason": upload.cancel_reason or None,
+        }
+
+    def watch(self, upload, known_state, timeout):
+        """
+        A L{Deferred} that fires with C{upload} once its state is no longer
+        C{known_state}, or after C{timeout} seconds.
+        """
+        if upload.state != known_state or not self.running:
+            return succeed(upload)
+        d = Deferred(lambda d: self._forget_watcher(upload.id, d))
+        self._watchers.setdefault(upload.id, []).append(d)
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, timeout: upload)
+        return d
+
+    def _forget_watcher(self, upload_id, d):
+        watchers = self._watchers.get(upload_id, [])
+        if d in watchers:
+            watchers.remove(d)
+
+    def _wake_watchers(self, upload_id):
+        for d in self._watchers.pop(upload_id, []):
+            d.callback(self._uploads.get(upload_id))
+
+    # Backend API
+
+    async def new_ticket(self, signal_finish_url, remove_file_when_finished, backend_secret, max_size):
+        now = self.clock.seconds()
+        upload = Upload(
+            id=secrets.token_urlsafe(18),
+            signal_finish_url=signal_finish_url,
+            remove_file_when_finished=remove_file_when_finished,
+            backend_secret=backend_secret,
+            max_size=max_size,
+            created=now,
+            touched=now,
+        )
+        self._uploads[upload.id] = upload
+        await self._save(upload, durable=True)
+        self._watch_idle(upload)
+        self.log.info("upload {upload_id}: ticket issued", upload_id=upload.id)
+        return upload
+
+    async def finish_by_backend(self, upload):
+        if upload.state == "finished":
+            return
+        if upload.state not in ("handing_over", "awaiting_confirmation"):
+            raise upload.not_allowed("finish_upload")
+        await self._finish(upload, "confirm")
+
+    async def cancel_by_backend(self, upload, reason):
+        if upload.state not in ("ticketed", "receiving"):
+            raise upload.not_allowed("cancel_upload")
+        await self._cancel(upload, reason)
+
+    # Frontend
+
+    def limits(self, upload):
+        return Limits(self.config.max_size, upload.max_size)
+
+    async def claim(self, ticket, length, filename, mimetype, metadata):
+        """
+        Claim C{ticket} for an upload of C{length} bytes (C{None}: deferred).
+        Claiming again with the same length gives the same upload, so a
+        client that lost the answer can go on.
+        """
+        try:
+            upload = self.get(ticket)
+        except NotFound:
+            raise Forbidden("unknown or expired upload ticket")
+        if upload.state == "ticketed":
+            if length is not None:
+                self.limits(upload).check(length)
+            upload.length = length
+            upload.filename = filename
+            upload.mimetype = mimetype
+            upload.metadata = metadata
+            upload.touched = self.clock.seconds()
+            upload.transition("claim")
+            self._digests[upload.id] = hashlib.sha256()
+            await self._save(upload, durable=True)
+            self._wake_watchers(upload.id)
+            self.log.info(
+                "upload {upload_id}: claimed for {filename!r}, {length} bytes",
+                upload_id=upload.id,
+                filename=filename,
+                length="deferred" if length is None else length,
+            )
+            return upload
+        if upload.state in ("cancelled", "failed"):
+            raise upload.not_allowed("claim")
+        if upload.length != length:
+            raise Conflict(f"upload ticket already used for an upload of {upload.length} bytes")
+        return upload
+
+    async def cancel_by_frontend(self, upload, reason):
+        if upload.state not in ("ticketed", "receiving"):
+            raise upload.not_allowed("cancel")
+        await self._cancel(upload, reason)
+
+    async def begin_write(self, upload, offset, content_length, length, checksum):
+        """
+        Prepare to take a request's data at C{offset}. A request still
+        writing to the same upload is taken to be stale (its client has
+        since come back on a new connection): it is stopped, and keeps what
+        it stored, before this one starts. Bytes are never interleaved.
+
+        @param length: the C{Upload-Length} the request declares, or C{None}.
+        @param checksum: (algorithm, digest) of the chunk, or C{None}.
+        @return: a L{WriteSession}, or C{None} when the request carries no
+            data to write.
+        """
+        await self._digest_for(upload)
+        while (writer := self._writers.get(upload.id)) is not None:
+            writer.abort()
+            await writer.closed
+        # No waiting from here on: this request now owns the upload.
+        if upload.state != "receiving":
+            if upload.state != "ticketed" and offset == upload.offset == upload.length and not content_length:
+                return None
+            raise upload.not_allowed("write")
+        if length is not None:
+            self._set_length(upload, length)
+        if offset != upload.offset:
+            raise Conflict(f"Upload-Offset {offset} does not match the upload's offset {upload.offset}")
+        room = self._room(upload)
+        if content_length is not None and content_length > room:
+            raise TooLarge(
+                f"{content_length} bytes at offset {offset} would exceed the "
+                f"{'length' if upload.length is not None else 'size limit'} of "
+                f"{offset + room} bytes"
+            )
+        stored = self.storage.open(upload.id)
+        if stored.size != upload.offset:
+            # Leftovers of a chunk that was never confirmed.
+            stored.truncate(upload.offset)
+        if checksum is not None:
+            upload.checksum_pending = True
+            await self._save(upload)
+        session = WriteSession(self, upload, stored, self._digests[upload.id], checksum, room)
+        self._writers[upload.id] = session
+        return session
+
+    def _set_length(self, upload, length):
+        if upload.length is None:
+            if length < upload.offset:
+                raise BadRequest(f"Upload-Length {length} is less than the {upload.offset} bytes already stored")
+            self.limits(upload).check(length)
+            upload.length = length
+        elif length != upload.length:
+            raise BadRequest(f"Upload-Length {length} differs from the upload's length {upload.length}")
+
+    def _room(self, upload):
+        if upload.length is not None:
+            return upload.length - upload.offset
+        max_size = self.limits(upload).max_size
+        return max_size - upload.offset if max_size else 1 << 62
+
+    async def _digest_for(self, upload):
+        """
+        The running sha256 of the bytes stored so far. After a restart it is
+        computed once from the file; otherwise it was kept while the bytes
+        arrived.
+        """
+        if upload.id in self._digests or upload.state != "receiving":
+            return
+        if upload.id not in self._rehashing:
+            self._rehashing[upload.id] = deferToThread(self._rehash, upload.id, upload.offset)
+        try:
+            digest = await self._rehashing[upload.id]
+        finally:
+            self._rehashing.pop(upload.id, None)
+        self._digests.setdefault(upload.id, digest)
+
+    def _rehash(self, upload_id, size):
+        digest = hashlib.sha256()
+        stored = self.storage.open(upload_id)
+        try:
+            stored.truncate(size)
+            for chunk in stored.read(_REHASH_CHUNK):
+                digest.update(chunk)
+        finally:
+            stored.close()
+        return digest
+
+    async def stored(self, session):
+        """
+        A write session is over: commit the offset it reached and, if that is
+        the end of the upload, start the handover.
+        """
+        upload = session.upload
+        if upload.state != "receiving":
+            # Cancelled while the data was coming in; nothing to commit.
+            return
+        self._digests[upload.id] = session.digest
+        upload.offset = session.start + session.written
+        upload.touched = self.clock.seconds()
+        upload.checksum_pending = False
+        if upload.offset != upload.length:
+            await self._save(upload)
+            return
+        await deferToThread(session.file.sync)
+        upload.sha256 = self._digests.pop(upload.id).hexdigest()
+        upload.handover_started = self.clock.seconds()
+        upload.transition("all_received")
+        await self._save(upload, durable=True)
+        self.log.info(
+            "upload {upload_id}: completed, {size} bytes, sha256 {sha256}",
+            upload_id=upload.id,
+            size=upload.offset,
+            sha256=upload.sha256,
+        )
+        self._changed(upload)
+        self._start(self._hand_over(upload))
+
+    def writer_closed(self, session):
+        if self._writers.get(session.upload.id) is session:
+            del self._writers[session.upload.id]
+
+    # Lifecycle
+
+    async def _save(self, upload, durable=False):
+        await self.registry.save(upload.to_record(), durable)
+
+    def _changed(self, upload):
+        timer = self._timers.pop(upload.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._wake_watchers(upload.id)
+
+    def _start(self, coroutine):
+        d = ensureDeferred(coroutine)
+        self._tasks.add(d)
+        d.addErrback(lambda f: f.trap(CancelledError))
+        d.addErrback(lambda f: self.log.failure("background task failed", f))
+        d.addBoth(lambda _: self._tasks.discard(d))
+
+    async def _stop_writer(self, upload):
+        while (writer := self._writers.get(upload.id)) is not None:
+            writer.abort()
+            await writer.closed
+
+    async def _cancel(self, upload, reason):
+        await self._stop_writer(upload)
+        upload.transition("cancel", reason)
+        await self._end(upload, "cancelled", reason)
+        self._start(self._send_cancel_notice(upload))
+
+    async def _end(self, upload, how, reason):
+        upload.ended = self.clock.seconds()
+        upload.notice_pending = how in ("cancelled", "failed")
+        await self._save(upload, durable=True)
+        self._digests.pop(upload.id, None)
+        self.storage.remove(upload.id)
+        self.log.info("upload {upload_id}: {how} ({reason})", upload_id=upload.id, how=how, reason=reason)
+        self._changed(upload)
+
+    async def _send_cancel_notice(self, upload):
+        deadline = self.clock.seconds() + self.config.handover_retry_period
+        fields = self.backend.cancel_fields(upload)
+        try:
+            await self.backend.post_until(upload, fields, deadline, "cancel notice")
+        except HandoverFailed as e:
+            self.log.warn("upload {upload_id}: {error}", upload_id=upload.id, error=e)
+        upload.notice_pending = False
+        if upload.id in self._uploads:
+            await self._save(upload)
+
+    async def _hand_over(self, upload):
+        deadline = upload.handover_started + self.config.handover_retry_period
+        fields = self.backend.handover_fields(upload, self.storage.location(upload.id))
+        try:
+            answer = await self.backend.post_until(upload, fields, deadline, "handover")
+        except HandoverFailed as e:
+            if upload.state == "handing_over":
+                upload.transition("fail", str(e))
+                await self._end(upload, "failed", e)
+                await self._send_cancel_notice(upload)
+            return
+        if upload.state != "handing_over":
+            return  # finish_upload came first
+        if answer == "done":
+            await self._finish(upload, "backend_done")
+        else:
+            upload.wait_started = self.clock.seconds()
+            upload.transition("backend_wait")
+            await self._save(upload, durable=True)
+            self.log.info("upload {upload_id}: backend will confirm later", upload_id=upload.id)
+            self._changed(upload)
+            self._watch_confirmation(upload)
+
+    async def _finish(self, upload, event):
+        upload.transition(event)
+        upload.ended = self.clock.seconds()
+        await self._save(upload, durable=True)
+        if upload.remove_file_when_finished:
+            self.storage.remove(upload.id)
+        self.log.info("upload {upload_id}: handed over", upload_id=upload.id)
+        self._changed(upload)
+
+    # Timeouts
+
+    def _watch_idle(self, upload):
+        self._set_timer(upload, upload.touched + self.config.idle_timeout, self._idle_check)
+
+    def _idle_check(self, upload):
+        now = self.clock.seconds()
+        if upload.id in self._writers:
+            upload.touched = now
+        if now < upload.touched + self.config.idle_timeout:
+            self._watch_idle(upload)
+            return
+        reason = "ticket expired" if upload.state == "ticketed" else "idle timeout"
+        self._start(self._cancel(upload, reason))
+
+    def _watch_confirmation(self, upload):
+        self._set_timer(
+            upload, upload.wait_started + self.config.confirmation_timeout, self._confirmation_overdue
+        )
+
+    def _confirmation_overdue(self, upload):
+        if upload.state == "awaiting_confirmation":
+            self._start(self._cancel(upload, "backend did not call finish_upload in time"))
+
+    def _set_timer(self, upload, when, action):
+        old = self._timers.get(upload.id)
+        if old is not None and old.active():
+            old.cancel()
+        delay = max(0.0, when - self.clock.seconds())
+        self._timers[upload.id] = self.clock.callLater(delay, action, upload)
+
+    # Sweeping
+
+    def _kept_for_backend(self, upload):
+        """
+        A finished upload whose backend asked to keep the file and has not
+        moved it yet: the file is the backend's, and so stays with its record.
+        """
+        return (
+            upload.state == "finished"
+            and not upload.remove_file_when_finished
+            and self.storage.size(upload.id) > 0
+        )
+
+    def sweep(self):
+        """
+        Forget uploads that ended longer than the retention period ago, and
+        remove data and state files that belong to no upload.
+        """
+        now = self.clock.seconds()
+        for upload in list(self._uploads.values()):
+            if upload.state in TERMINAL_STATES and now - upload.ended > self.config.retention:
+                if self._kept_for_backend(upload):
+                    continue
+                del self._uploads[upload.id]
+                self.registry.remove(upload.id)
+                self.log.info("upload {upload_id}: record removed after retention", upload_id=upload.id)
+        for upload_id in set(self.storage.upload_ids()) - set(self._uploads):
+            self.storage.remove(upload_id)
+            self.log.info("removed orphaned data of upload {upload_id}", upload_id=upload_id)
+        for upload_id in set(self.registry.upload_ids()) - set(self._uploads):
+            self.registry.remove(upload_id)
+            self.log.info("removed orphaned state of upload {upload_id}", upload_id=upload_id)

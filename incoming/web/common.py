@@ -1,0 +1,71 @@
+"""
+What the backend and frontend web apps share: answers in plain text or
+JSON, and error handling that turns every failure into a one-line message.
+"""
+
+import json
+
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ClientError
+
+log = Logger()
+
+
+def wants_json(request):
+    accept = request.getHeader("accept") or ""
+    return "application/json" in accept.lower()
+
+
+def json_body(request, value, code=200):
+    request.setResponseCode(code)
+    request.setHeader("content-type", "application/json")
+    return json.dumps(value).encode()
+
+
+def text_body(request, text, code=200):
+    request.setResponseCode(code)
+    request.setHeader("content-type", "text/plain; charset=utf-8")
+    return text.encode()
+
+
+def error_body(request, code, message):
+    """
+    An error answer: the message alone on one line, or C{{"error": message}}
+    for a client that accepts JSON.
+    """
+    if request.method == b"HEAD":
+        # No body, but say it where a client can read it.
+        request.setHeader("incoming-error", message.encode("ascii", "replace"))
+    if wants_json(request):
+        return json_body(request, {"error": message}, code)
+    return text_body(request, message, code)
+
+
+def add_error_handlers(app):
+    """
+    Make C{app} answer client errors with their code and message, unknown
+    URLs and methods with 404 and 405, and anything unexpected with a 500
+    that says it was logged (the traceback goes to the log, not the client).
+    """
+
+    @app.handle_errors(ClientError)
+    def client_error(_instance, request, failure):
+        return error_body(request, failure.value.code, failure.value.message)
+
+    @app.handle_errors(HTTPException)
+    def routing_error(_instance, request, failure):
+        error = failure.value
+        if error.code == 404:
+            message = f"no such URL: {request.path.decode('latin-1')}"
+        elif error.code == 405:
+            message = f"method {request.method.decode('latin-1')} not allowed here"
+        else:
+            message = error.description or error.name
+        return error_body(request, error.code, message)
+
+    @app.handle_errors(Exception)
+    def unexpected(_instance, request, failure):
+        log.failure("error while serving {method} {path}", failure, method=request.method, path=request.path)
+        return error_body(request, 500, "internal server error (logged)")

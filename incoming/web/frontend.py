@@ -1,0 +1,297 @@
+"""
+The frontend (public listener): tus 1.0.0 with the upload ticket in
+C{Upload-Metadata}, a state URL per upload that clients can wait on, and the
+browser library C{incoming.js}.
+"""
+
+import re
+from pathlib import Path
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.web.resource import Resource
+from twisted.web.static import File
+
+from .. import tus
+from ..errors import BadRequest, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
+from ..receive import BodyReceiver
+from ..uploads import CHECKSUM_ALGORITHMS, parse_checksum
+from .common import add_error_handlers, error_body, json_body
+
+UPLOADS = "/incoming/frontend/uploads"
+SCRIPT = Path(__file__).parent / "static" / "incoming.js"
+
+# The two tus URLs whose requests may carry upload data.
+_UPLOAD_URL = re.compile(rb"/incoming/frontend/uploads/([^/?]+)(?:\?.*)?")
+_CREATION_URL = re.compile(rb"/incoming/frontend/uploads/?(?:\?.*)?")
+
+# How long a client may wait on the state URL in one request.
+MAX_WAIT = 60.0
+
+_METHODS = "POST, GET, HEAD, PATCH, DELETE, OPTIONS"
+
+
+def header(request, name):
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    try:
+        return value.decode("ascii") if isinstance(value, bytes) else value
+    except UnicodeDecodeError:
+        raise BadRequest(f"header {name} must be ASCII")
+
+
+def query(request, name, default=""):
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else default
+
+
+def check_tus_version(request):
+    version = header(request, "tus-resumable")
+    if version != tus.VERSION:
+        request.setHeader("tus-version", tus.VERSION)
+        raise PreconditionFailed(
+            f"Tus-Resumable {version or '(missing)'} is not supported; this server speaks {tus.VERSION}"
+        )
+
+
+def is_tus_request(request):
+    path = request.path
+    return (
+        path.startswith(UPLOADS.encode())
+        and not path.endswith(b"/state")
+        and request.method not in (b"OPTIONS", b"GET")
+    )
+
+
+class Frontend:
+    """
+    The frontend app. L{resource} is what the public listener serves; its
+    site also calls L{route_body} to stream upload data.
+    """
+
+    app = Klein()
+    add_error_handlers(app)
+
+    def __init__(self, uploads, config):
+        self.uploads = uploads
+        self.config = config
+
+    def resource(self):
+        return _FrontendResource(self, self.app.resource())
+
+    # Streaming upload data
+
+    def route_body(self, request, method, path, length):
+        """
+        A L{BodyReceiver} for requests whose body is upload data (tus PATCH,
+        and POST with creation-with-upload), C{None} for any other request.
+        """
+        if method == b"PATCH" and (match := _UPLOAD_URL.fullmatch(path)):
+            upload_id = match.group(1).decode("ascii", "replace")
+            return BodyReceiver(ensureDeferred(self._prepare_patch(request, upload_id, length)))
+        if (
+            method == b"POST"
+            and _CREATION_URL.fullmatch(path)
+            and length != 0
+            and header(request, "content-type") == tus.OFFSET_CONTENT_TYPE
+        ):
+            return BodyReceiver(ensureDeferred(self._prepare_creation(request, length)))
+        return None
+
+    async def _prepare_patch(self, request, upload_id, length):
+        check_tus_version(request)
+        content_type = header(request, "content-type")
+        if content_type != tus.OFFSET_CONTENT_TYPE:
+            raise UnsupportedMediaType(f"PATCH needs Content-Type {tus.OFFSET_CONTENT_TYPE}, not {content_type!r}")
+        offset = tus.parse_count("Upload-Offset", header(request, "upload-offset"))
+        if offset is None:
+            raise BadRequest("PATCH needs an Upload-Offset header")
+        upload_length = tus.parse_count("Upload-Length", header(request, "upload-length"))
+        checksum = header(request, "upload-checksum")
+        checksum = parse_checksum(checksum) if checksum is not None else None
+        upload = self._claimed(upload_id)
+        return await self.uploads.begin_write(upload, offset, length, upload_length, checksum)
+
+    async def _prepare_creation(self, request, length):
+        check_tus_version(request)
+        upload = await self._claim(request)
+        if upload.offset != 0:
+            # A repeated claim of an upload under way: its data is already
+            # here, the client goes on with PATCH from the offset we answer.
+            return None
+        return await self.uploads.begin_write(upload, 0, length, None, None)
+
+    # tus
+
+    def _claimed(self, upload_id):
+        upload = self.uploads.get(upload_id)
+        if upload.state == "ticketed":
+            raise NotFound(f"upload {upload_id} has not been created yet (claim the ticket with POST)")
+        if upload.state in ("cancelled", "failed"):
+            raise upload.not_allowed("continue")
+        return upload
+
+    async def _claim(self, request):
+        if request.claimed is not None:
+            return request.claimed
+        length = tus.parse_count("Upload-Length", header(request, "upload-length"))
+        deferred = header(request, "upload-defer-length")
+        if deferred is not None and deferred.strip() != "1":
+            raise BadRequest("Upload-Defer-Length must be 1")
+        if (length is None) == (deferred is None):
+            raise BadRequest("give either Upload-Length or Upload-Defer-Length: 1")
+        metadata = tus.parse_metadata(header(request, "upload-metadata"))
+        ticket = metadata.pop("ticket", "")
+        if not ticket:
+            raise Forbidden("an upload ticket is required: Upload-Metadata key 'ticket'")
+        filename = metadata.pop("filename", "") or metadata.get("name", "")
+        mimetype = metadata.pop("filetype", "") or metadata.get("type", "")
+        request.claimed = await self.uploads.claim(ticket, length, filename, mimetype, metadata)
+        return request.claimed
+
+    @app.route(UPLOADS + "/", methods=["POST"], strict_slashes=False)
+    async def create(self, request):
+        if request.body_receiver is not None:
+            await request.body_receiver.outcome
+        upload = await self._claim(request)
+        request.setHeader("location", self._url(request, upload.id))
+        if request.body_receiver is not None:
+            request.setHeader("upload-offset", str(self.uploads.offset(upload)))
+        self._expires(request, upload)
+        request.setResponseCode(201)
+        return b""
+
+    @app.route(UPLOADS + "/<upload_id>", methods=["HEAD"])
+    def head(self, request, upload_id):
+        upload = self._claimed(upload_id)
+        request.setHeader("upload-offset", str(self.uploads.offset(upload)))
+        if upload.length is None:
+            request.setHeader("upload-defer-length", "1")
+        else:
+            request.setHeader("upload-length", str(upload.length))
+        request.setHeader("upload-metadata", tus.encode_metadata(self._metadata(upload)))
+        request.setHeader("cache-control", "no-store")
+        self._expires(request, upload)
+        return b""
+
+    @app.route(UPLOADS + "/<upload_id>", methods=["PATCH"])
+    async def patch(self, request, upload_id):
+        await request.body_receiver.outcome
+        upload = self.uploads.get(upload_id)
+        request.setHeader("upload-offset", str(self.uploads.offset(upload)))
+        self._expires(request, upload)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route(UPLOADS + "/<upload_id>", methods=["DELETE"])
+    async def delete(self, request, upload_id):
+        upload = self.uploads.get(upload_id)
+        reason = query(request, "reason") or "cancelled by the user"
+        await self.uploads.cancel_by_frontend(upload, reason[:500])
+        request.setResponseCode(204)
+        return b""
+
+    # Beyond tus
+
+    @app.route(UPLOADS + "/<upload_id>/state", methods=["GET"])
+    async def state(self, request, upload_id):
+        """
+        The upload's state as JSON. With C{known=<state>&wait=<seconds>} the
+        answer waits until the state is another one (or the time is up), so
+        a client learns of the handover's end without tight polling.
+        """
+        upload = self.uploads.get(upload_id)
+        known = query(request, "known")
+        try:
+            wait = min(MAX_WAIT, max(0.0, float(query(request, "wait", "0"))))
+        except ValueError:
+            raise BadRequest("wait must be a number of seconds")
+        if known and wait:
+            waiting = self.uploads.watch(upload, known, wait)
+            request.notifyFinish().addErrback(lambda _: waiting.cancel())
+            try:
+                await waiting
+            except CancelledError:
+                return b""  # the client went away
+        request.setHeader("cache-control", "no-store")
+        return json_body(request, self.uploads.status(upload))
+
+    @app.route("/incoming/frontend/incoming.js", methods=["GET"])
+    def script(self, request):
+        request.setHeader("cache-control", "no-cache")
+        return File(str(SCRIPT), defaultType="application/javascript")
+
+    # Helpers
+
+    def _metadata(self, upload):
+        metadata = {"filename": upload.filename, "filetype": upload.mimetype}
+        metadata.update(upload.metadata)
+        return {key: value for key, value in metadata.items() if value}
+
+    def _url(self, request, upload_id):
+        host = header(request, "host")
+        if not host:
+            return f"{UPLOADS}/{upload_id}"
+        scheme = "https" if request.isSecure() else "http"
+        return f"{scheme}://{host}{UPLOADS}/{upload_id}"
+
+    def _expires(self, request, upload):
+        expires = self.uploads.expires(upload)
+        if expires is not None:
+            request.setHeader("upload-expires", tus.http_date(expires))
+
+    def options_headers(self, request):
+        request.setHeader("tus-version", tus.VERSION)
+        request.setHeader("tus-extension", ",".join(tus.EXTENSIONS))
+        request.setHeader("tus-checksum-algorithm", ",".join(CHECKSUM_ALGORITHMS))
+        if self.config.max_size:
+            request.setHeader("tus-max-size", str(self.config.max_size))
+        request.setHeader("incoming-chunk-size", str(self.config.chunk_size))
+
+    def cors_headers(self, request):
+        origin = header(request, "origin")
+        if not origin:
+            return
+        allowed = self.config.cors_origins
+        if "*" in allowed:
+            request.setHeader("access-control-allow-origin", "*")
+        elif origin in allowed:
+            request.setHeader("access-control-allow-origin", origin)
+            request.setHeader("vary", "Origin")
+        else:
+            return
+        request.setHeader("access-control-expose-headers", ", ".join(tus.RESPONSE_HEADERS))
+        if request.method == b"OPTIONS" and request.getHeader("access-control-request-method"):
+            request.setHeader("access-control-allow-methods", _METHODS)
+            request.setHeader("access-control-allow-headers", ", ".join(tus.REQUEST_HEADERS))
+            request.setHeader("access-control-max-age", "86400")
+
+
+class _FrontendResource(Resource):
+    """
+    Adds what every frontend answer needs (CORS, C{Tus-Resumable}), answers
+    OPTIONS (tus discovery and CORS preflight alike), and checks the tus
+    version before the Klein app routes the request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, frontend, routes):
+        super().__init__()
+        self._frontend = frontend
+        self._routes = routes
+
+    def render(self, request):
+        self._frontend.cors_headers(request)
+        request.setHeader("tus-resumable", tus.VERSION)
+        if request.method == b"OPTIONS":
+            self._frontend.options_headers(request)
+            request.setResponseCode(204)
+            return b""
+        if is_tus_request(request):
+            try:
+                check_tus_version(request)
+            except PreconditionFailed as e:
+                return error_body(request, e.code, e.message)
+        return self._routes.render(request)

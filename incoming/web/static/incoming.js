@@ -1,0 +1,1 @@
+/* incoming.js: placeholder until the browser library lands. */
