@@ -122,6 +122,13 @@ class BodyReceiver:
         self._paused = False
         session_ready.addCallbacks(self._session_ready, self._refused)
 
+    @property
+    def dropped(self):
+        """
+        Whether the connection ended before the body did.
+        """
+        return self._body_over and not self._complete
+
     def attach(self, transport):
         self._transport = transport
 

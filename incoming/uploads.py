@@ -287,6 +287,15 @@ class Uploads(Service):
         writer = self._writers.get(upload.id)
         return writer.visible_offset if writer is not None else upload.offset
 
+    async def settled(self, upload):
+        """
+        Wait until a request whose connection dropped has stored what it
+        received, so that the offset a client is told next is the true one.
+        """
+        writer = self._writers.get(upload.id)
+        if writer is not None and writer.receiver is not None and writer.receiver.dropped:
+            await writer.closed
+
     def expires(self, upload):
         """
         When an unfinished upload will be cancelled if nothing happens, or
@@ -393,12 +402,21 @@ class Uploads(Service):
                 filename=filename,
                 length="deferred" if length is None else length,
             )
+            if length == 0:
+                await self._complete_empty(upload)
             return upload
         if upload.state in ("cancelled", "failed"):
             raise upload.not_allowed("claim")
         if upload.length != length:
             raise Conflict(f"upload ticket already used for an upload of {upload.length} bytes")
         return upload
+
+    async def _complete_empty(self, upload):
+        stored = self.storage.open(upload.id)
+        try:
+            await self._complete(upload, stored)
+        finally:
+            stored.close()
 
     async def cancel_by_frontend(self, upload, reason):
         if upload.state not in ("ticketed", "receiving"):
@@ -506,7 +524,13 @@ class Uploads(Service):
         if upload.offset != upload.length:
             await self._save(upload)
             return
-        await deferToThread(session.file.sync)
+        await self._complete(upload, session.file)
+
+    async def _complete(self, upload, stored_file):
+        """
+        All bytes are in: make them durable, then hand the file over.
+        """
+        await deferToThread(stored_file.sync)
         upload.sha256 = self._digests.pop(upload.id).hexdigest()
         upload.handover_started = self.clock.seconds()
         upload.transition("all_received")

@@ -163,8 +163,9 @@ class Frontend:
         return b""
 
     @app.route(UPLOADS + "/<upload_id>", methods=["HEAD"])
-    def head(self, request, upload_id):
+    async def head(self, request, upload_id):
         upload = self._claimed(upload_id)
+        await self.uploads.settled(upload)
         request.setHeader("upload-offset", str(self.uploads.offset(upload)))
         if upload.length is None:
             request.setHeader("upload-defer-length", "1")

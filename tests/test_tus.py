@@ -1,0 +1,224 @@
+"""
+The tus 1.0.0 frontend: core protocol, the extensions the server
+advertises, the ticket, CORS.
+"""
+
+import base64
+import hashlib
+
+import requests
+
+from harness import b64
+
+
+def test_options_advertises_the_protocol(server):
+    response = requests.options(server.uploads_url)
+    assert response.status_code == 204
+    assert response.headers["Tus-Version"] == "1.0.0"
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert set(response.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "expiration",
+        "checksum",
+    }
+    assert "sha1" in response.headers["Tus-Checksum-Algorithm"].split(",")
+    assert response.headers["Tus-Max-Size"] == str(64 << 30)
+    assert response.headers["Incoming-Chunk-Size"] == str(8 << 20)
+
+
+def test_claim_patch_head(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10, filename="t.txt", filetype="text/plain")
+    assert url == f"{server.frontend}/incoming/frontend/uploads/{ticket}"
+    head = tus.head(url)
+    assert head.status_code == 200
+    assert head.headers["Upload-Offset"] == "0"
+    assert head.headers["Upload-Length"] == "10"
+    assert head.headers["Cache-Control"] == "no-store"
+    assert "Upload-Expires" in head.headers
+    response = tus.patch(url, 0, b"01234")
+    assert (response.status_code, response.headers["Upload-Offset"]) == (204, "5")
+    assert "Upload-Expires" in response.headers
+    assert tus.offset(url) == 5
+
+
+def test_claiming_again_with_same_length_gives_the_same_upload(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    tus.patch(url, 0, b"abc")
+    assert tus.create(ticket, 10) == url
+    assert tus.offset(url) == 3
+    response = tus.http.post(
+        server.uploads_url, headers={"Upload-Length": "11", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    )
+    assert response.status_code == 409
+    assert response.text == "upload ticket already used for an upload of 10 bytes"
+
+
+def test_ticket_is_required_and_must_be_known(server, tus):
+    response = tus.http.post(server.uploads_url, headers={"Upload-Length": "5"})
+    assert (response.status_code, response.text) == (
+        403,
+        "an upload ticket is required: Upload-Metadata key 'ticket'",
+    )
+    response = tus.http.post(
+        server.uploads_url, headers={"Upload-Length": "5", "Upload-Metadata": f"ticket {b64('nope')}"}
+    )
+    assert (response.status_code, response.text) == (403, "unknown or expired upload ticket")
+
+
+def test_malformed_headers_are_400(server, backend, tus):
+    ticket = server.new_ticket(backend)
+
+    def post(**headers):
+        return tus.http.post(server.uploads_url, headers=headers)
+
+    response = post(**{"Upload-Length": "5", "Upload-Metadata": "ticket ***"})
+    assert (response.status_code, response.text) == (400, "Upload-Metadata: the value of 'ticket' is not valid base64")
+    response = post(**{"Upload-Length": "five", "Upload-Metadata": f"ticket {b64(ticket)}"})
+    assert (response.status_code, response.text) == (400, "Upload-Length must be a non-negative integer, not 'five'")
+    response = post(**{"Upload-Metadata": f"ticket {b64(ticket)}"})
+    assert (response.status_code, response.text) == (400, "give either Upload-Length or Upload-Defer-Length: 1")
+    url = tus.create(ticket, 5)
+    response = tus.patch(url, "x", b"1")
+    assert (response.status_code, response.text) == (400, "Upload-Offset must be a non-negative integer, not 'x'")
+
+
+def test_offset_mismatch_is_409_and_nothing_is_written(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    tus.patch(url, 0, b"abc")
+    response = tus.patch(url, 2, b"zzz")
+    assert (response.status_code, response.text) == (409, "Upload-Offset 2 does not match the upload's offset 3")
+    assert tus.offset(url) == 3
+
+
+def test_wrong_content_type_is_415(server, backend, tus):
+    url = tus.create(server.new_ticket(backend), 10)
+    response = tus.patch(url, 0, b"abc", **{"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert tus.offset(url) == 0
+
+
+def test_past_the_length_is_413(server, backend, tus):
+    url = tus.create(server.new_ticket(backend), 4)
+    response = tus.patch(url, 0, b"12345")
+    assert response.status_code == 413
+    assert tus.offset(url) == 0
+
+
+def test_unsupported_version_is_412(server, backend, tus):
+    url = tus.create(server.new_ticket(backend), 4)
+    response = requests.head(url, headers={"Tus-Resumable": "0.2.2"})
+    assert response.status_code == 412
+    assert response.headers["Tus-Version"] == "1.0.0"
+    response = requests.patch(
+        url, data=b"1234", headers={"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    )
+    assert response.status_code == 412
+    assert response.text == "Tus-Resumable (missing) is not supported; this server speaks 1.0.0"
+
+
+def test_checksum_match_and_mismatch(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 8)
+    good = "sha1 " + base64.b64encode(hashlib.sha1(b"abcd").digest()).decode()
+    assert tus.patch(url, 0, b"abcd", **{"Upload-Checksum": good}).status_code == 204
+
+    bad = "sha256 " + base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    response = tus.patch(url, 4, b"efgh", **{"Upload-Checksum": bad})
+    assert response.status_code == 460
+    assert response.text == "sha256 checksum mismatch: the chunk was discarded; resend it from offset 4"
+    assert tus.offset(url) == 4
+    assert (server.storage / f"{ticket}.data").read_bytes() == b"abcd"
+
+    response = tus.patch(url, 4, b"efgh", **{"Upload-Checksum": "crc32 AAAA"})
+    assert response.status_code == 400
+    good = "sha256 " + base64.b64encode(hashlib.sha256(b"efgh").digest()).decode()
+    assert tus.patch(url, 4, b"efgh", **{"Upload-Checksum": good}).status_code == 204
+    # The whole-file digest does not include the discarded chunk.
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"abcdefgh").hexdigest()
+
+
+def test_creation_with_upload(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    response = tus.http.post(
+        server.uploads_url,
+        data=b"hello",
+        headers={
+            "Upload-Length": "8",
+            "Upload-Metadata": f"ticket {b64(ticket)}",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert response.status_code == 201
+    assert response.headers["Upload-Offset"] == "5"
+    url = response.headers["Location"]
+    assert tus.patch(url, 5, b"!!!").status_code == 204
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"hello!!!").hexdigest()
+
+
+def test_deferred_length(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, None)
+    head = tus.head(url)
+    assert head.headers["Upload-Defer-Length"] == "1"
+    assert "Upload-Length" not in head.headers
+    assert tus.patch(url, 0, b"abc").status_code == 204
+    response = tus.patch(url, 3, b"de", **{"Upload-Length": "5"})
+    assert response.status_code == 204
+    assert tus.head(url).headers["Upload-Length"] == "5"
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"abcde").hexdigest()
+
+
+def test_per_ticket_max_size(server, backend, tus):
+    ticket = server.new_ticket(backend, maxSize="100")
+    response = tus.http.post(
+        server.uploads_url, headers={"Upload-Length": "101", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    )
+    assert (response.status_code, response.text) == (413, "upload of 101 bytes exceeds the limit of 100 bytes")
+
+
+def test_cors(server, backend, tus):
+    preflight = requests.options(
+        server.uploads_url,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "upload-offset,tus-resumable",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Upload-Offset" in preflight.headers["Access-Control-Allow-Headers"]
+    url = tus.create(server.new_ticket(backend), 3)
+    response = tus.http.head(url, headers={"Origin": "https://app.example"})
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert "Upload-Offset" in exposed and "Location" in exposed
+
+
+def test_cors_limited_to_configured_origins(start_server):
+    server = start_server("--cors-origins", "https://good.example")
+    good = requests.options(server.uploads_url, headers={"Origin": "https://good.example"})
+    assert good.headers["Access-Control-Allow-Origin"] == "https://good.example"
+    bad = requests.options(server.uploads_url, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in bad.headers
+
+
+def test_state_url_long_polls_until_the_state_changes(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 3)
+    assert tus.state(url)["state"] == "receiving"
+    # Nothing changes: the answer comes after the wait, same state.
+    assert tus.state(url, known="receiving", wait=0.2)["state"] == "receiving"
+    tus.patch(url, 0, b"abc")
+    assert tus.wait_until_over(url)["state"] == "finished"
+
+
+def test_incoming_js_is_served(server):
+    response = requests.get(server.frontend + "/incoming/frontend/incoming.js")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/javascript"
