@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:
+#   make run    runs Incoming!! with local storage in var/storage
+#   make test   installs what the tests need and runs them
+# Both set up the virtualenv in .venv on first use.
+
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_ARGS ?=
+
+.PHONY: run test system-deps clean
+
+$(BIN)/python:
+	python3 -m venv $(VENV)
+
+$(VENV)/.run-installed: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet --editable . --config-settings editable_mode=compat
+	touch $@
+
+$(VENV)/.test-installed: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet --editable '.[test]' --config-settings editable_mode=compat
+	touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(BIN)/twistd --nodaemon --pidfile= incoming \
+		--frontend tcp:4000:interface=127.0.0.1 \
+		--backend tcp:4001:interface=127.0.0.1 \
+		--storage var/storage $(RUN_ARGS)
+
+system-deps:
+	./scripts/install-system-deps
+
+test: system-deps $(VENV)/.test-installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info
