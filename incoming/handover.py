@@ -7,7 +7,7 @@ import json
 import random
 
 from twisted.internet import task
-from twisted.internet.defer import TimeoutError as DeferredTimeout, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from treq.client import HTTPClient
@@ -87,9 +87,12 @@ class Backend:
             answer).
         """
         d = ensureDeferred(self._post(upload.signal_finish_url, fields))
-        d.addTimeout(self._timeout, self._reactor)
+        d.addTimeout(self._timeout, self._reactor, onTimeoutCancel=self._timed_out)
         d.addErrback(self._explain)
         return d
+
+    def _timed_out(self, result, timeout):
+        raise HandoverFailed(f"backend did not answer within {timeout:g} s")
 
     async def _post(self, url, fields):
         response = await self._http.post(url, data=fields)
@@ -104,8 +107,6 @@ class Backend:
     def _explain(self, failure):
         if failure.check(HandoverFailed):
             return failure
-        if failure.check(DeferredTimeout):
-            raise HandoverFailed(f"backend did not answer within {self._timeout:g} s")
         raise HandoverFailed(f"backend unreachable: {failure.getErrorMessage() or failure.type.__name__}")
 
     async def post_until(self, upload, fields, deadline, what):

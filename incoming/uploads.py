@@ -24,7 +24,6 @@ from .errors import (
     ChecksumMismatch,
     Conflict,
     Forbidden,
-    Gone,
     InsufficientStorage,
     NotFound,
     TooLarge,

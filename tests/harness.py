@@ -180,7 +180,7 @@ class TestBackend:
 
     __test__ = False
 
-    def __init__(self, answer="done", keep_dir=None):
+    def __init__(self, answer="done", keep_dir=None, port=0):
         self.answer = answer  # "done", "wait", an int status, or a callable(fields)
         self.keep_dir = Path(keep_dir) if keep_dir else None
         self.calls = queue.Queue()
@@ -202,7 +202,7 @@ class TestBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -212,16 +212,18 @@ class TestBackend:
         return f"http://127.0.0.1:{self.server.server_address[1]}/upload_finished"
 
     def _handle(self, fields):
-        answer = self.answer(fields) if callable(self.answer) else self.answer
-        if fields.get("cancelled") == "no" and fields.get("filename") and os.path.exists(fields["filename"]):
+        has_file = fields.get("cancelled") == "no" and os.path.exists(fields.get("filename") or "")
+        if has_file:
             fields["received_size"] = os.path.getsize(fields["filename"])
             fields["received_sha256"] = sha256_of(fields["filename"])
-            if self.keep_dir is not None and answer in ("done", "wait"):
-                target = self.keep_dir / fields["id"]
-                shutil.move(fields["filename"], target)
-                fields["kept_as"] = str(target)
         self.all_calls.append(fields)
         self.calls.put(fields)
+        # Recorded first, so a test can act while the answer is pending.
+        answer = self.answer(fields) if callable(self.answer) else self.answer
+        if has_file and self.keep_dir is not None and answer in ("done", "wait"):
+            target = self.keep_dir / fields["id"]
+            shutil.move(fields["filename"], target)
+            fields["kept_as"] = str(target)
         if isinstance(answer, int):
             return answer, "backend error"
         return 200, answer

@@ -4,6 +4,7 @@ written to a temporary file, then renamed over the old one, so a crash at
 any point leaves either the old record or the new one.
 """
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from twisted.internet.defer import succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..errors import InsufficientStorage
 from . import IRegistry
 
 RECORD_SUFFIX = ".json"
@@ -35,14 +37,22 @@ class FileRegistry:
         path = self._path(record["id"])
         temp = path.with_suffix(_TEMP_SUFFIX)
         data = json.dumps(record, separators=(",", ":")).encode()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError as e:
+            temp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The previous record stays in place, and stays true.
+                raise InsufficientStorage("storage is full: the upload's state could not be saved")
+            raise
         if durable:
             self._sync_directory()
         return succeed(None)
@@ -55,6 +65,9 @@ class FileRegistry:
             os.close(fd)
 
     def load_all(self):
+        for leftover in self.directory.glob("*" + _TEMP_SUFFIX):
+            # A save that a crash interrupted; the record before it stands.
+            leftover.unlink(missing_ok=True)
         records = []
         for upload_id in self.upload_ids():
             path = self._path(upload_id)

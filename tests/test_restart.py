@@ -1,0 +1,114 @@
+"""
+A server killed with SIGKILL at any point and started again carries on:
+uploads resume from the bytes on disk, handovers are delivered, tickets and
+'wait' confirmations stay valid.
+"""
+
+import hashlib
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from harness import random_file, sha256_of
+
+
+def sha256_of_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_tickets_survive_a_restart(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    server.restart()
+    url = tus.create(ticket, 3)
+    assert tus.patch(url, 0, b"abc").status_code == 204
+    assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"abc")
+
+
+def test_killed_mid_upload_resumes_from_the_bytes_on_disk(server, backend, tus, tmp_path):
+    size = 8 * 1024 * 1024
+    source = random_file(tmp_path / "f.bin", size, seed=7)
+    data = source.read_bytes()
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, size)
+    acknowledged = 3 * 1024 * 1024
+    assert tus.patch(url, 0, data[:acknowledged]).status_code == 204
+
+    # More bytes arrive on a connection that is still open when the server
+    # dies: they may or may not have reached the disk.
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    sock.sendall(
+        (
+            f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\n"
+            f"Upload-Offset: {acknowledged}\r\nContent-Length: {size - acknowledged}\r\n\r\n"
+        ).encode()
+        + data[acknowledged : acknowledged + 2 * 1024 * 1024]
+    )
+    server.kill()
+    sock.close()
+    server.start()
+
+    offset = tus.offset(url)
+    stored = (server.storage / f"{ticket}.data").read_bytes()
+    assert offset == len(stored)
+    assert acknowledged <= offset <= acknowledged + 2 * 1024 * 1024
+    assert stored == data[:offset]
+
+    assert tus.patch(url, offset, data[offset:]).status_code == 204
+    call = backend.next_call()
+    assert call["sha256"] == call["received_sha256"] == sha256_of(source)
+
+
+def test_killed_mid_handover_hands_over_after_start(server, backend, tus):
+    release = threading.Event()
+
+    def answer(fields):
+        if len(backend.all_calls) == 1:
+            release.wait(30)  # the first call hangs until the server is gone
+        return "done"
+
+    backend.answer = answer
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 5)
+    assert tus.patch(url, 0, b"hello").status_code == 204
+    first = backend.next_call()
+    server.kill()
+    release.set()
+    server.start()
+
+    second = backend.next_call()
+    assert second["id"] == first["id"] == ticket
+    assert second["sha256"] == first["sha256"] == sha256_of_bytes(b"hello")
+    assert second["received_sha256"] == sha256_of_bytes(b"hello")
+    assert tus.wait_until_over(url)["state"] == "finished"
+
+
+def test_killed_after_wait_still_accepts_finish_upload(server, backend, tus):
+    backend.answer = "wait"
+    ticket = server.new_ticket(backend, backendSecret="s")
+    url = tus.create(ticket, 5)
+    assert tus.patch(url, 0, b"hello").status_code == 204
+    backend.next_call()
+    assert tus.state(url, known="handing_over")["state"] == "awaiting_confirmation"
+    server.kill()
+    server.start()
+
+    assert tus.state(url)["state"] == "awaiting_confirmation"
+    response = server.backend_call("finish_upload", id=ticket, backendSecret="s")
+    assert (response.status_code, response.text) == (200, "ok")
+    assert tus.state(url)["state"] == "finished"
+
+
+def test_interrupted_state_write_leaves_the_old_record(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    assert tus.patch(url, 0, b"01234").status_code == 204
+    server.kill()
+    # What a crash between writing the new record and renaming it leaves.
+    (server.storage / f"{ticket}.json.tmp").write_text('{"id": "half a rec')
+    server.start()
+    assert tus.offset(url) == 5
+    assert not (server.storage / f"{ticket}.json.tmp").exists()
+    assert tus.patch(url, 5, b"56789").status_code == 204
+    assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")

@@ -1,0 +1,178 @@
+"""
+The timeouts of the original server, made short through the options, and
+retries of a handover whose backend is down or slow.
+"""
+
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from harness import TestBackend, TusClient, free_port, random_file, sha256_of
+
+
+def test_idle_upload_is_cancelled_and_its_file_removed(start_server, backend, tmp_path):
+    server = start_server("--idle-timeout", "1s")
+    tus = TusClient(server)
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 100)
+    assert tus.patch(url, 0, b"x" * 10).status_code == 204
+
+    call = backend.next_call()
+    assert (call["id"], call["cancelled"], call["cancelReason"]) == (ticket, "yes", "idle timeout")
+    assert not (server.storage / f"{ticket}.data").exists()
+    assert tus.state(url)["state"] == "cancelled"
+    assert tus.patch(url, 10, b"y").status_code == 410
+    server.log.wait_for(f"upload {ticket}: cancelled (idle timeout)")
+
+
+def test_unclaimed_ticket_expires(start_server, backend):
+    server = start_server("--idle-timeout", "1s")
+    ticket = server.new_ticket(backend)
+    call = backend.next_call()
+    assert (call["id"], call["cancelled"], call["cancelReason"]) == (ticket, "yes", "ticket expired")
+    assert server.status(ticket)["state"] == "cancelled"
+
+
+def test_confirmation_timeout_cancels(start_server):
+    backend = TestBackend(answer="wait")
+    try:
+        server = start_server("--confirmation-timeout", "1s")
+        tus = TusClient(server)
+        ticket = server.new_ticket(backend)
+        url = tus.create(ticket, 2)
+        tus.patch(url, 0, b"ab")
+        assert backend.next_call()["cancelled"] == "no"
+        notice = backend.next_call()
+        assert notice["cancelled"] == "yes"
+        assert notice["cancelReason"] == "backend did not call finish_upload in time"
+        assert tus.state(url)["state"] == "cancelled"
+        assert server.backend_call("finish_upload", id=ticket).status_code == 410
+    finally:
+        backend.close()
+
+
+def test_slow_handover_request_counts_as_failed_and_is_retried(start_server):
+    release = threading.Event()
+
+    def answer(fields):
+        if len(backend.all_calls) == 1:
+            release.wait(30)  # the first attempt takes far too long
+        return "done"
+
+    backend = TestBackend(answer=answer)
+    try:
+        server = start_server("--handover-timeout", "1s")
+        tus = TusClient(server)
+        ticket = server.new_ticket(backend)
+        url = tus.create(ticket, 2)
+        tus.patch(url, 0, b"ab")
+        server.log.wait_for(f"upload {ticket}: handover attempt 1 failed (backend did not answer within 1 s)")
+        second = backend.next_call(), backend.next_call()
+        assert [call["id"] for call in second] == [ticket, ticket]
+        assert tus.wait_until_over(url)["state"] == "finished"
+    finally:
+        release.set()
+        backend.close()
+
+
+def test_handover_is_delivered_once_the_backend_comes_back(start_server, tmp_path):
+    server = start_server()
+    tus = TusClient(server)
+    port = free_port()
+    ticket = server.new_ticket(None, signalFinishURL=f"http://127.0.0.1:{port}/done")
+    source = random_file(tmp_path / "f.bin", 100_000)
+    url = tus.upload_file(ticket, source)
+    server.log.wait_for(f"upload {ticket}: handover attempt 2 failed (backend unreachable")
+    assert tus.state(url)["state"] == "handing_over"
+    assert (server.storage / f"{ticket}.data").exists()
+
+    backend = TestBackend(port=port)
+    try:
+        call = backend.next_call()
+        assert call["received_sha256"] == sha256_of(source)
+        assert tus.wait_until_over(url)["state"] == "finished"
+    finally:
+        backend.close()
+
+
+def test_handover_that_never_succeeds_fails_and_tells_everyone(start_server):
+    server = start_server("--handover-retry-period", "2s")
+    tus = TusClient(server)
+    port = free_port()
+    ticket = server.new_ticket(None, signalFinishURL=f"http://127.0.0.1:{port}/done")
+    url = tus.create(ticket, 2)
+    tus.patch(url, 0, b"ab")
+    status = tus.wait_until_over(url)
+    assert status["state"] == "failed"
+    assert status["cancelReason"].startswith("handover gave up after")
+    assert not (server.storage / f"{ticket}.data").exists()
+
+    # The cancel notice reaches the backend once it is back.
+    backend = TestBackend(port=port)
+    try:
+        notice = backend.next_call()
+        assert (notice["id"], notice["cancelled"]) == (ticket, "yes")
+        assert notice["cancelReason"].startswith("handover gave up after")
+    finally:
+        backend.close()
+
+
+def test_backend_answering_nonsense_is_retried(start_server):
+    answers = iter([500, "maybe", "done"])
+    backend = TestBackend(answer=lambda fields: next(answers))
+    try:
+        server = start_server()
+        tus = TusClient(server)
+        ticket = server.new_ticket(backend)
+        url = tus.create(ticket, 1)
+        tus.patch(url, 0, b"a")
+        assert tus.wait_until_over(url)["state"] == "finished"
+        assert len(backend.all_calls) == 3
+        server.log.wait_for("backend answered HTTP 500")
+        server.log.wait_for("backend answered 'maybe', not 'done' or 'wait'")
+    finally:
+        backend.close()
+
+
+def test_client_that_stops_sending_is_dropped_and_its_bytes_kept(start_server, backend):
+    server = start_server("--receive-timeout", "1s")
+    tus = TusClient(server)
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 1000)
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(
+            (
+                f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+                "Content-Type: application/offset+octet-stream\r\n"
+                "Upload-Offset: 0\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            + b"z" * 300
+        )
+        sock.settimeout(30)
+        # The server gives up on the silent client and closes.
+        while sock.recv(65536):
+            pass
+    assert tus.offset(url) == 300
+    assert tus.patch(url, 300, b"z" * 700).status_code == 204
+    assert backend.next_call()["received_size"] == 1000
+
+
+def test_sweep_forgets_ended_uploads_and_removes_orphans(start_server, backend, tmp_path):
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "OrphanedUploadData0001.data").write_bytes(b"left behind")
+    (storage / "OrphanedUploadState001.json").write_text("{not json")
+    server = start_server("--retention", "1s", "--sweep-interval", "1s", storage=storage)
+    tus = TusClient(server)
+    server.log.wait_for("removed orphaned data of upload OrphanedUploadData0001")
+    server.log.wait_for("removed orphaned state of upload OrphanedUploadState001")
+    assert sorted(p.name for p in storage.iterdir()) == []
+
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 1)
+    tus.patch(url, 0, b"a")
+    assert tus.wait_until_over(url)["state"] == "finished"
+    server.log.wait_for(f"upload {ticket}: record removed after retention")
+    assert not (storage / f"{ticket}.json").exists()
+    assert tus.head(url).status_code == 404
