@@ -8,6 +8,7 @@ Command-line values win over the config file, which wins over the defaults.
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.python import usage
@@ -38,6 +39,25 @@ def parse_size(text):
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def _flag(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _http_url(text):
+    text = str(text).strip()
+    parts = urlsplit(text)
+    if text and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ValueError(f"not an absolute http(s) URL: {text!r}")
+    return text
+
+
 def _origins(text):
     if isinstance(text, (list, tuple)):
         return tuple(str(origin).strip() for origin in text if str(origin).strip())
@@ -64,6 +84,8 @@ class Config:
     retention: float = 24 * 3600.0
     sweep_interval: float = 3600.0
     cors_origins: tuple = ("*",)
+    behind_proxy: bool = False
+    ticketless_handover: str = ""
 
 
 # name in Config, how to parse it, help text (the default is added from Config)
@@ -100,6 +122,21 @@ _SETTINGS = [
     ),
     ("sweep_interval", parse_duration, "How often expired uploads are swept."),
     ("cors_origins", _origins, "Comma-separated origins allowed by CORS, or *."),
+    (
+        "ticketless_handover",
+        _http_url,
+        "Accept tus uploads without a ticket and hand them over to this URL "
+        "(off unless given).",
+    ),
+]
+
+# Switches: name in Config, help text.
+_FLAGS = [
+    (
+        "behind_proxy",
+        "Build upload URLs from X-Forwarded-Proto/-Host or Forwarded "
+        "(only behind a reverse proxy that sets them).",
+    ),
 ]
 
 _DEFAULT_TEXT = {
@@ -113,6 +150,7 @@ _DEFAULT_TEXT = {
     "retention": "24h",
     "sweep_interval": "1h",
     "cors_origins": "*",
+    "ticketless_handover": "off",
 }
 
 
@@ -133,6 +171,7 @@ class Options(usage.Options):
         "can also be set in the TOML file given with --config, by its name "
         "(dashes or underscores)."
     )
+    optFlags = [[_option_name(name), None, text] for name, text in _FLAGS]
     optParameters = [["config", "c", None, "TOML file with any of the options below."]] + [
         [
             _option_name(name),
@@ -158,7 +197,7 @@ def _read_config_file(path):
         raise ValueError(f"cannot read config file {path}: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {path} is not valid TOML: {e}")
-    known = {name for name, _, _ in _SETTINGS}
+    known = {name for name, _, _ in _SETTINGS} | {name for name, _ in _FLAGS}
     values = {}
     for key, value in table.items():
         name = key.replace("-", "_")
@@ -181,6 +220,14 @@ def build_config(options):
         if value is not None:
             raw[name] = value
     parsed = {}
+    for name, _ in _FLAGS:
+        if options.get(_option_name(name)):
+            raw[name] = True
+        if name in raw:
+            try:
+                parsed[name] = _flag(raw[name])
+            except ValueError as e:
+                raise ValueError(f"--{_option_name(name)}: {e}")
     for name, parse, _ in _SETTINGS:
         if name in raw:
             try:

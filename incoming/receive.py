@@ -40,6 +40,16 @@ class UploadRequest(server.Request):
     # Answers here are text or JSON and say so; never guess text/html.
     defaultContentType = None
 
+    def _effective_method(self, command):
+        """
+        The method to serve: C{X-HTTP-Method-Override} when given (for
+        clients that cannot send PATCH or DELETE), else the request's own.
+        """
+        override = self.requestHeaders.getRawHeaders(b"x-http-method-override")
+        if override and override[0].strip():
+            return override[0].strip().upper()
+        return command
+
     def gotLength(self, length):
         route = getattr(self.channel.site, "route_body", None)
         receiver = None
@@ -47,7 +57,8 @@ class UploadRequest(server.Request):
             # Method and path are parsed by the channel but only handed to
             # the request once the body is complete; the channel is the one
             # place that knows them now.
-            receiver = route(self, self.channel._command, self.channel._path, length)
+            method = self._effective_method(self.channel._command)
+            receiver = route(self, method, self.channel._path, length)
         if receiver is not None:
             self.body_receiver = receiver
             receiver.attach(self.channel.transport)
@@ -76,7 +87,7 @@ class UploadRequest(server.Request):
         if self.body_too_large:
             # Keep Twisted from parsing a form out of the discarded body.
             self.requestHeaders.removeHeader(b"content-type")
-        super().requestReceived(command, path, version)
+        super().requestReceived(self._effective_method(command), path, version)
 
     def connectionLost(self, reason):
         if self.body_receiver is not None:

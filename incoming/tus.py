@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from .errors import BadRequest
 
@@ -17,6 +18,7 @@ EXTENSIONS = (
     "termination",
     "expiration",
     "checksum",
+    "concatenation",
 )
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 
@@ -95,15 +97,49 @@ def parse_metadata(header):
     return metadata
 
 
-def encode_metadata(metadata):
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
-        for key, value in metadata.items()
-    )
-
-
 def http_date(timestamp):
     """
     An RFC 9110 date, as C{Upload-Expires} wants it.
     """
     return formatdate(timestamp, usegmt=True)
+
+
+def parse_concat(header):
+    """
+    The C{Upload-Concat} header: C{""} (none), C{"partial"}, or
+    C{"final;<url> <url> ..."} as given.
+    """
+    if header is None:
+        return ""
+    value = header.strip()
+    if value == "partial" or (value.startswith("final;") and value[len("final;") :].split()):
+        return value
+    raise BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
+
+
+def upload_id_from_url(url):
+    """
+    The upload id at the end of an upload URL (absolute or relative).
+    """
+    path = urlsplit(url).path
+    prefix, _, upload_id = path.rstrip("/").rpartition("/")
+    if not prefix.endswith("/uploads") or not upload_id:
+        raise BadRequest(f"Upload-Concat: {url!r} is not an upload URL")
+    return upload_id
+
+
+_FORWARDED_PAIR = re.compile(r'\s*([A-Za-z]+)\s*=\s*("[^"]*"|[^;,]*)')
+
+
+def parse_forwarded(header):
+    """
+    The parameters of the first (client-side) element of an RFC 7239
+    C{Forwarded} header, lower-cased names, quotes removed.
+    """
+    if not header:
+        return {}
+    first = header.split(",")[0]
+    return {
+        name.lower(): value.strip('"')
+        for name, value in _FORWARDED_PAIR.findall(first)
+    }

@@ -121,7 +121,9 @@ class Upload:
     One upload ticket and everything known about its upload.
 
     C{offset} counts the bytes stored and confirmed; C{length} is C{None}
-    while the client defers it.
+    while the client defers it. C{concat} is C{"partial"} for a tus partial
+    upload (whose C{parent} is the ticket it was made under) and
+    C{"final;<urls>"} for an upload assembled from partial ones.
     """
 
     id: str
@@ -145,6 +147,9 @@ class Upload:
     ended: float = 0.0
     checksum_pending: bool = False
     notice_pending: bool = False
+    raw_metadata: str = ""
+    concat: str = ""
+    parent: str = ""
     lifecycle: Lifecycle = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self):
@@ -172,7 +177,17 @@ class Upload:
         "ended",
         "checksum_pending",
         "notice_pending",
+        "raw_metadata",
+        "concat",
+        "parent",
     )
+
+    @property
+    def is_partial(self):
+        """
+        A tus partial upload: a piece of a file, never handed over itself.
+        """
+        return self.concat == "partial"
 
     @property
     def state(self):

@@ -206,6 +206,7 @@ class Uploads(Service):
         self._watchers = {}
         self._timers = {}
         self._tasks = set()
+        self._assembling = {}
         self._sweeper = task.LoopingCall(self.sweep)
         self._sweeper.clock = clock
 
@@ -373,16 +374,30 @@ class Uploads(Service):
     def limits(self, upload):
         return Limits(self.config.max_size, upload.max_size)
 
-    async def claim(self, ticket, length, filename, mimetype, metadata):
+    def ticket(self, ticket):
         """
-        Claim C{ticket} for an upload of C{length} bytes (C{None}: deferred).
-        Claiming again with the same length gives the same upload, so a
-        client that lost the answer can go on.
+        The upload of C{ticket}, as a client presents it.
         """
         try:
             upload = self.get(ticket)
         except NotFound:
             raise Forbidden("unknown or expired upload ticket")
+        if upload.is_partial:
+            raise Forbidden("that is a partial upload, not an upload ticket")
+        return upload
+
+    async def ticketless(self):
+        """
+        A ticket for a client that came without one, in ticketless mode.
+        """
+        return await self.new_ticket(self.config.ticketless_handover, True, "", 0)
+
+    async def claim(self, upload, length, filename, mimetype, metadata, raw_metadata=""):
+        """
+        Claim the ticket C{upload} for an upload of C{length} bytes (C{None}:
+        deferred). Claiming again with the same length gives the same upload,
+        so a client that lost the answer can go on.
+        """
         if upload.state == "ticketed":
             if length is not None:
                 self.limits(upload).check(length)
@@ -390,6 +405,7 @@ class Uploads(Service):
             upload.filename = filename
             upload.mimetype = mimetype
             upload.metadata = metadata
+            upload.raw_metadata = raw_metadata
             upload.touched = self.clock.seconds()
             upload.transition("claim")
             self._digests[upload.id] = hashlib.sha256()
@@ -402,15 +418,121 @@ class Uploads(Service):
                 length="deferred" if length is None else length,
             )
             if length == 0:
-                await self._complete_empty(upload)
+                await self._complete_stored(upload)
             return upload
         if upload.state in ("cancelled", "failed"):
             raise upload.not_allowed("claim")
-        if upload.length != length:
+        if upload.length != length or upload.concat:
             raise Conflict(f"upload ticket already used for an upload of {upload.length} bytes")
         return upload
 
-    async def _complete_empty(self, upload):
+    # tus concatenation: partial uploads, assembled into a final one
+
+    async def create_partial(self, ticket, length, raw_metadata):
+        """
+        A new partial upload of C{length} bytes under C{ticket} (C{None} in
+        ticketless mode). The pieces of one ticket together stay within its
+        size limit.
+        """
+        if ticket is not None:
+            if ticket.state != "ticketed":
+                raise Conflict(f"upload ticket already used for an upload of {ticket.length} bytes")
+            limits = self.limits(ticket)
+            pieces = [u.length for u in self._uploads.values() if u.is_partial and u.parent == ticket.id]
+            limits.check(sum(pieces) + length)
+        else:
+            self.limits(Upload(id="", signal_finish_url="")).check(length)
+        now = self.clock.seconds()
+        upload = Upload(
+            id=secrets.token_urlsafe(18),
+            signal_finish_url="",
+            max_size=ticket.max_size if ticket is not None else 0,
+            created=now,
+            touched=now,
+            length=length,
+            raw_metadata=raw_metadata,
+            concat="partial",
+            parent=ticket.id if ticket is not None else "",
+        )
+        upload.transition("claim")
+        self._uploads[upload.id] = upload
+        self._digests[upload.id] = hashlib.sha256()
+        await self._save(upload, durable=True)
+        self._watch_idle(upload)
+        self.log.info(
+            "upload {upload_id}: partial upload of {length} bytes for ticket {ticket}",
+            upload_id=upload.id,
+            length=length,
+            ticket=upload.parent or "(none)",
+        )
+        return upload
+
+    async def claim_final(self, upload, part_ids, concat, filename, mimetype, metadata, raw_metadata):
+        """
+        Claim the ticket C{upload} for the concatenation of the partial
+        uploads C{part_ids}, which must all be complete. Their data is
+        assembled before this returns; then the handover starts.
+        """
+        while upload.id in self._assembling:
+            await self._assembling[upload.id]
+        if upload.state != "ticketed":
+            if upload.concat == concat:
+                return upload
+            raise Conflict(f"upload ticket already used for an upload of {upload.length} bytes")
+        parts = [self._complete_part(part_id, upload) for part_id in part_ids]
+        length = sum(part.length for part in parts)
+        self.limits(upload).check(length)
+        self._assembling[upload.id] = done = Deferred()
+        try:
+            # Assembled while the ticket is still unclaimed: a crash here
+            # leaves the parts and the ticket as they were.
+            await deferToThread(self.storage.concatenate, upload.id, [part.id for part in parts])
+            self._digests[upload.id] = await deferToThread(self._rehash, upload.id, length)
+            upload.length = upload.offset = length
+            upload.filename, upload.mimetype, upload.metadata = filename, mimetype, metadata
+            upload.raw_metadata = raw_metadata
+            upload.concat = concat
+            upload.touched = self.clock.seconds()
+            upload.transition("claim")
+            await self._save(upload, durable=True)
+            self.log.info(
+                "upload {upload_id}: claimed for {filename!r}, {length} bytes from {count} partial uploads",
+                upload_id=upload.id,
+                filename=filename,
+                length=length,
+                count=len(parts),
+            )
+            for part in parts:
+                await self._forget(part)
+            await self._complete_stored(upload)
+        finally:
+            del self._assembling[upload.id]
+            done.callback(None)
+        return upload
+
+    def _complete_part(self, part_id, ticket):
+        try:
+            part = self.get(part_id)
+        except NotFound:
+            raise BadRequest(f"Upload-Concat names an unknown upload {part_id!r}")
+        # Partial uploads made without a ticket (ticketless mode) have none.
+        parents = {ticket.id, ""} if self.config.ticketless_handover else {ticket.id}
+        if not part.is_partial or part.parent not in parents:
+            raise BadRequest(f"upload {part_id} is not a partial upload of this ticket")
+        if part.state != "receiving" or part.offset != part.length or part.id in self._writers:
+            raise Conflict(f"partial upload {part_id} is not complete ({part.offset} of {part.length} bytes)")
+        return part
+
+    async def _forget(self, upload):
+        self._uploads.pop(upload.id, None)
+        self._digests.pop(upload.id, None)
+        timer = self._timers.pop(upload.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        await self.registry.remove(upload.id)
+        self.storage.remove(upload.id)
+
+    async def _complete_stored(self, upload):
         stored = self.storage.open(upload.id)
         try:
             await self._complete(upload, stored)
@@ -439,6 +561,8 @@ class Uploads(Service):
             writer.abort()
             await writer.closed
         # No waiting from here on: this request now owns the upload.
+        if upload.concat.startswith("final"):
+            raise Forbidden(f"upload {upload.id} is assembled from partial uploads and takes no PATCH")
         if upload.state != "receiving":
             if upload.state != "ticketed" and offset == upload.offset == upload.length and not content_length:
                 return None
@@ -520,7 +644,7 @@ class Uploads(Service):
         upload.offset = session.start + session.written
         upload.touched = self.clock.seconds()
         upload.checksum_pending = False
-        if upload.offset != upload.length:
+        if upload.offset != upload.length or upload.is_partial:
             await self._save(upload)
             return
         await self._complete(upload, session.file)
@@ -578,7 +702,7 @@ class Uploads(Service):
 
     async def _end(self, upload, how, reason):
         upload.ended = self.clock.seconds()
-        upload.notice_pending = how in ("cancelled", "failed")
+        upload.notice_pending = how in ("cancelled", "failed") and not upload.is_partial
         await self._save(upload, durable=True)
         self._digests.pop(upload.id, None)
         self.storage.remove(upload.id)
@@ -586,6 +710,8 @@ class Uploads(Service):
         self._changed(upload)
 
     async def _send_cancel_notice(self, upload):
+        if not upload.notice_pending:
+            return
         deadline = self.clock.seconds() + self.config.handover_retry_period
         fields = self.backend.cancel_fields(upload)
         try:

@@ -5,10 +5,11 @@ advertises, the ticket, CORS.
 
 import base64
 import hashlib
+from urllib.parse import urlsplit
 
 import requests
 
-from harness import b64
+from harness import TusClient, b64
 
 
 def test_options_advertises_the_protocol(server):
@@ -23,6 +24,7 @@ def test_options_advertises_the_protocol(server):
         "termination",
         "expiration",
         "checksum",
+        "concatenation",
     }
     assert "sha1" in response.headers["Tus-Checksum-Algorithm"].split(",")
     assert response.headers["Tus-Max-Size"] == str(64 << 30)
@@ -222,3 +224,119 @@ def test_incoming_js_is_served(server):
     response = requests.get(server.frontend + "/incoming/frontend/incoming.js")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/javascript"
+
+
+def test_concatenation_assembles_partial_uploads(server, backend, tus):
+    ticket = server.new_ticket(backend)
+
+    def partial(data):
+        response = tus.http.post(
+            server.uploads_url,
+            headers={
+                "Upload-Length": str(len(data)),
+                "Upload-Concat": "partial",
+                "Upload-Metadata": f"ticket {b64(ticket)}",
+            },
+        )
+        assert response.status_code == 201, response.text
+        url = response.headers["Location"]
+        assert tus.patch(url, 0, data).status_code == 204
+        assert tus.head(url).headers["Upload-Concat"] == "partial"
+        return url
+
+    urls = [partial(b"hello"), partial(b" "), partial(b"world")]
+    assert ticket not in "".join(urls)
+    concat = "final;" + " ".join(urlsplit(url).path for url in urls)
+    response = tus.http.post(
+        server.uploads_url,
+        headers={"Upload-Concat": concat, "Upload-Metadata": f"ticket {b64(ticket)},filename {b64('hw.txt')}"},
+    )
+    assert response.status_code == 201, response.text
+    url = response.headers["Location"]
+    assert url.endswith(ticket)
+    call = backend.next_call()
+    assert call["sha256"] == call["received_sha256"] == hashlib.sha256(b"hello world").hexdigest()
+    assert call["filenameFromBrowser"] == "hw.txt"
+    head = tus.head(url)
+    assert head.headers["Upload-Concat"] == concat
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == "11"
+    assert tus.patch(url, 11, b"").status_code == 403
+    for part in urls:
+        assert tus.head(part).status_code == 404
+
+
+def test_final_upload_needs_complete_parts_of_its_ticket(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    other = server.new_ticket(backend)
+    response = tus.http.post(
+        server.uploads_url,
+        headers={"Upload-Length": "5", "Upload-Concat": "partial", "Upload-Metadata": f"ticket {b64(ticket)}"},
+    )
+    part = response.headers["Location"]
+    final = {"Upload-Concat": f"final;{part}", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    response = tus.http.post(server.uploads_url, headers=final)
+    assert response.status_code == 409
+    assert response.text.endswith("is not complete (0 of 5 bytes)")
+    tus.patch(part, 0, b"12345")
+    response = tus.http.post(server.uploads_url, headers={**final, "Upload-Metadata": f"ticket {b64(other)}"})
+    assert response.status_code == 400
+    assert response.text.endswith("is not a partial upload of this ticket")
+    response = tus.http.post(server.uploads_url, headers={"Upload-Concat": "final;", "Upload-Metadata": f"ticket {b64(ticket)}"})
+    assert response.status_code == 400
+
+
+def test_method_override(server, backend, tus):
+    url = tus.create(server.new_ticket(backend), 4)
+    response = tus.http.post(
+        url,
+        data=b"abcd",
+        headers={
+            "X-HTTP-Method-Override": "PATCH",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert (response.status_code, response.headers["Upload-Offset"]) == (204, "4")
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"abcd").hexdigest()
+
+
+def test_locations_behind_a_proxy(start_server, backend):
+    server = start_server("--behind-proxy")
+    tus = TusClient(server)
+    metadata = {"Upload-Length": "1"}
+    ticket = server.new_ticket(backend)
+    response = tus.http.post(
+        server.uploads_url,
+        headers={**metadata, "Upload-Metadata": f"ticket {b64(ticket)}", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "up.example"},
+    )
+    assert response.headers["Location"] == f"https://up.example/incoming/frontend/uploads/{ticket}"
+    ticket = server.new_ticket(backend)
+    response = tus.http.post(
+        server.uploads_url,
+        headers={**metadata, "Upload-Metadata": f"ticket {b64(ticket)}", "Forwarded": 'for=1.2.3.4;proto=https;host="files.example:8443"'},
+    )
+    assert response.headers["Location"] == f"https://files.example:8443/incoming/frontend/uploads/{ticket}"
+
+
+def test_forwarded_headers_are_ignored_unless_behind_a_proxy(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    response = tus.http.post(
+        server.uploads_url,
+        headers={"Upload-Length": "1", "Upload-Metadata": f"ticket {b64(ticket)}", "X-Forwarded-Host": "evil.example"},
+    )
+    assert response.headers["Location"] == f"{server.frontend}/incoming/frontend/uploads/{ticket}"
+
+
+def test_ticketless_mode_hands_over_to_the_configured_url(start_server, backend):
+    server = start_server("--ticketless-handover", backend.url)
+    tus = TusClient(server)
+    response = tus.http.post(
+        server.uploads_url, headers={"Upload-Length": "3", "Upload-Metadata": f"filename {b64('t.txt')}"}
+    )
+    assert response.status_code == 201
+    url = response.headers["Location"]
+    assert tus.patch(url, 0, b"abc").status_code == 204
+    call = backend.next_call()
+    assert call["id"] == url.rsplit("/", 1)[1]
+    assert call["filenameFromBrowser"] == "t.txt"
+    assert call["received_sha256"] == hashlib.sha256(b"abc").hexdigest()

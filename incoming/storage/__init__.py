@@ -43,6 +43,13 @@ class IStorage(Interface):
         The ids of all uploads that have data stored, for the sweeper.
         """
 
+    def concatenate(upload_id, part_ids):
+        """
+        Make the data of C{upload_id} the data of C{part_ids}, one after the
+        other (tus concatenation), without passing the bytes through Python
+        where the storage can avoid it. The parts stay. Blocking.
+        """
+
 
 class IStoredFile(Interface):
     """

@@ -133,22 +133,51 @@ class Frontend:
         return upload
 
     async def _claim(self, request):
-        if request.claimed is not None:
-            return request.claimed
+        """
+        The upload a creation request (POST) makes or claims: the ticket's
+        upload, a partial upload, or a final upload assembled from partial
+        ones (tus concatenation).
+        """
+        if request.claimed is None:
+            request.claimed = await self._create(request)
+        return request.claimed
+
+    async def _create(self, request):
+        raw_metadata = header(request, "upload-metadata") or ""
+        metadata = tus.parse_metadata(raw_metadata)
+        concat = tus.parse_concat(header(request, "upload-concat"))
+        ticket = await self._ticket(metadata.pop("ticket", ""), partial=concat == "partial")
+        filename = metadata.pop("filename", "") or metadata.get("name", "")
+        mimetype = metadata.pop("filetype", "") or metadata.get("type", "")
+        if concat.startswith("final;"):
+            if header(request, "upload-length") is not None:
+                raise BadRequest("a final upload takes no Upload-Length: it is the sum of its parts")
+            part_ids = [tus.upload_id_from_url(url) for url in concat[len("final;") :].split()]
+            return await self.uploads.claim_final(
+                ticket, part_ids, concat, filename, mimetype, metadata, raw_metadata
+            )
         length = tus.parse_count("Upload-Length", header(request, "upload-length"))
         deferred = header(request, "upload-defer-length")
         if deferred is not None and deferred.strip() != "1":
             raise BadRequest("Upload-Defer-Length must be 1")
         if (length is None) == (deferred is None):
             raise BadRequest("give either Upload-Length or Upload-Defer-Length: 1")
-        metadata = tus.parse_metadata(header(request, "upload-metadata"))
-        ticket = metadata.pop("ticket", "")
-        if not ticket:
+        if concat == "partial":
+            if length is None:
+                raise BadRequest("a partial upload needs its Upload-Length")
+            return await self.uploads.create_partial(ticket, length, raw_metadata)
+        return await self.uploads.claim(ticket, length, filename, mimetype, metadata, raw_metadata)
+
+    async def _ticket(self, ticket, partial):
+        """
+        The ticket's upload; without a ticket, in ticketless mode, a fresh
+        ticket (none for a partial upload, which is never handed over).
+        """
+        if ticket:
+            return self.uploads.ticket(ticket)
+        if not self.config.ticketless_handover:
             raise Forbidden("an upload ticket is required: Upload-Metadata key 'ticket'")
-        filename = metadata.pop("filename", "") or metadata.get("name", "")
-        mimetype = metadata.pop("filetype", "") or metadata.get("type", "")
-        request.claimed = await self.uploads.claim(ticket, length, filename, mimetype, metadata)
-        return request.claimed
+        return None if partial else await self.uploads.ticketless()
 
     @app.route(UPLOADS + "/", methods=["POST"], strict_slashes=False)
     async def create(self, request):
@@ -171,7 +200,10 @@ class Frontend:
             request.setHeader("upload-defer-length", "1")
         else:
             request.setHeader("upload-length", str(upload.length))
-        request.setHeader("upload-metadata", tus.encode_metadata(self._metadata(upload)))
+        if upload.raw_metadata:
+            request.setHeader("upload-metadata", upload.raw_metadata)
+        if upload.concat:
+            request.setHeader("upload-concat", upload.concat)
         request.setHeader("cache-control", "no-store")
         self._expires(request, upload)
         return b""
@@ -225,16 +257,21 @@ class Frontend:
 
     # Helpers
 
-    def _metadata(self, upload):
-        metadata = {"filename": upload.filename, "filetype": upload.mimetype}
-        metadata.update(upload.metadata)
-        return {key: value for key, value in metadata.items() if value}
-
     def _url(self, request, upload_id):
+        """
+        The absolute URL of an upload, as the client reaches this server:
+        behind a reverse proxy (with --behind-proxy), as the proxy says.
+        """
+        scheme = "https" if request.isSecure() else "http"
         host = header(request, "host")
+        if self.config.behind_proxy:
+            forwarded = tus.parse_forwarded(header(request, "forwarded"))
+            scheme = (
+                forwarded.get("proto") or _first(header(request, "x-forwarded-proto")) or scheme
+            )
+            host = forwarded.get("host") or _first(header(request, "x-forwarded-host")) or host
         if not host:
             return f"{UPLOADS}/{upload_id}"
-        scheme = "https" if request.isSecure() else "http"
         return f"{scheme}://{host}{UPLOADS}/{upload_id}"
 
     def _expires(self, request, upload):
@@ -267,6 +304,16 @@ class Frontend:
             request.setHeader("access-control-allow-methods", _METHODS)
             request.setHeader("access-control-allow-headers", ", ".join(tus.REQUEST_HEADERS))
             request.setHeader("access-control-max-age", "86400")
+
+
+def _first(value):
+    """
+    The first of a comma-separated list of values (the client end of a
+    chain of proxies), or C{None}.
+    """
+    if not value:
+        return None
+    return value.split(",")[0].strip() or None
 
 
 class _FrontendResource(Resource):
