@@ -1,0 +1,120 @@
+"""
+One request's worth of upload data on its way to storage: appended and
+digested in a worker thread, committed (or, for a chunk whose checksum does
+not match, rolled back) when the request ends.
+"""
+
+import errno
+import hashlib
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThread
+
+from .errors import ChecksumMismatch, InsufficientStorage, TooLarge
+
+
+class WriteSession:
+    """
+    One request's worth of data for one upload: appends what the receiver
+    hands over (in a worker thread), digests it on the way, and on close
+    commits the new offset or, for a checksummed chunk that does not match,
+    rolls the file back.
+
+    @ivar limit: how many bytes this request may add.
+    @ivar written: how many it has added so far.
+    """
+
+    def __init__(self, uploads, upload, stored_file, digest, checksum, limit):
+        self.uploads = uploads
+        self.upload = upload
+        self.file = stored_file
+        self.digest = digest
+        self.limit = limit
+        self.written = 0
+        self.start = upload.offset
+        self.receiver = None
+        self.closed = Deferred()
+        self._checksum = checksum
+        if checksum is not None:
+            self._chunk_digest = hashlib.new(checksum[0])
+            # Restored if the chunk is rejected: the whole-upload digest must
+            # not include bytes that are dropped.
+            self._digest_before = digest.copy()
+
+    @property
+    def visible_offset(self):
+        """
+        The offset a client may see now: a checksummed chunk counts only
+        once it is verified.
+        """
+        if self._checksum is not None:
+            return self.start
+        return self.start + self.written
+
+    def too_large(self):
+        if self.upload.length is not None:
+            return TooLarge(
+                f"upload {self.upload.id} would grow past its length of {self.upload.length} bytes"
+            )
+        return TooLarge(
+            f"upload {self.upload.id} would exceed the limit of {self.start + self.limit} bytes"
+        )
+
+    def write(self, buffers):
+        """
+        Append C{buffers}; runs in a worker thread.
+        """
+        try:
+            self.file.append(buffers)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "storage is full: the chunk was not stored; "
+                    f"the upload can resume from offset {self.start + self.written}"
+                )
+            raise
+        for buffer in buffers:
+            self.digest.update(buffer)
+            if self._checksum is not None:
+                self._chunk_digest.update(buffer)
+        self.written += sum(map(len, buffers))
+
+    def abort(self):
+        if self.receiver is not None:
+            self.receiver.abort()
+
+    def close(self, complete, error):
+        """
+        The request is over: C{complete} if its body arrived whole, C{error}
+        if it was stopped.
+
+        @return: a L{Deferred} firing with the upload, or failing with the
+            L{ClientError} to answer.
+        """
+        d = ensureDeferred(self._close(complete, error))
+        d.addBoth(self._closed)
+        return d
+
+    async def _close(self, complete, error):
+        if self._checksum is not None and self.written:
+            verified = complete and error is None
+            if verified and self._chunk_digest.digest() != self._checksum[1]:
+                error = ChecksumMismatch(
+                    f"{self._checksum[0]} checksum mismatch: the chunk was discarded; "
+                    f"resend it from offset {self.start}"
+                )
+                verified = False
+            if not verified:
+                await deferToThread(self.file.truncate, self.start)
+                self.digest = self._digest_before
+                self.written = 0
+        await self.uploads.stored(self)
+        if error is not None:
+            raise error
+        return self.upload
+
+    def _closed(self, result):
+        self.file.close()
+        self.uploads.writer_closed(self)
+        self.closed.callback(None)
+        return result
