@@ -4,15 +4,19 @@ run with socket activation) and the nginx configuration (run by a real
 nginx in front of Incoming!! and the example app).
 """
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from types import SimpleNamespace
 
 import requests
 
 from harness import ROOT, TWISTD, LogWatcher, TusClient, free_port
+from nginx import Nginx
 
 SYSTEMD = ROOT / "examples" / "systemd"
 
@@ -79,3 +83,44 @@ def test_socket_activation_serves_the_frontend(tmp_path, backend):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_nginx_streams_uploads_and_keeps_the_backend_api_private(start_server, backend, tmp_path):
+    server = start_server("--behind-proxy")
+    nginx = Nginx(tmp_path / "nginx", server.frontend_port, free_port()).start()
+    try:
+        # From outside, no backend URL is reachable, under either prefix.
+        for path in ("/incoming/backend/new_upload", "/incoming/0.1/backend/new_upload"):
+            response = requests.post(nginx.url + path, data={"signalFinishURL": backend.url})
+            assert response.status_code == 404, path
+
+        # Uploads pass through, and the upload URL names the proxy.
+        ticket = server.new_ticket(backend)
+        tus = TusClient(SimpleNamespace(uploads_url=nginx.url + "/incoming/frontend/uploads/"))
+        size = 8 << 20
+        url = tus.create(ticket, size)
+        assert url == f"{nginx.url}/incoming/frontend/uploads/{ticket}"
+        data = os.urandom(size)
+
+        # Half a body sent through nginx is already being stored: nginx
+        # streams it on instead of collecting the whole request first.
+        with socket.create_connection(("127.0.0.1", nginx.port)) as sock:
+            sock.sendall(
+                (
+                    f"PATCH /incoming/frontend/uploads/{ticket} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n"
+                    "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+                    f"Upload-Offset: 0\r\nContent-Length: {size}\r\n\r\n"
+                ).encode()
+                + data[: size // 2]
+            )
+            deadline = time.monotonic() + 30
+            while tus.offset(url) == 0:
+                assert time.monotonic() < deadline, "nothing reached Incoming!! while the body was incomplete"
+            sock.sendall(data[size // 2 :])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 204")
+
+        call = backend.next_call()
+        assert call["received_sha256"] == hashlib.sha256(data).hexdigest()
+        assert tus.wait_until_over(url)["state"] == "finished"
+    finally:
+        nginx.stop()
