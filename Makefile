@@ -1,5 +1,6 @@
 # The two commands a newcomer needs:
-#   make run    runs Incoming!! with local storage in var/storage
+#   make run    runs Incoming!! with local storage in var/storage, and
+#               example 2 beside it on http://127.0.0.1:8080
 #   make test   installs what the tests need and runs them
 # Both set up the virtualenv in .venv on first use.
 
@@ -21,10 +22,7 @@ $(VENV)/.test-installed: setup.py | $(BIN)/python
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
-	$(BIN)/twistd --nodaemon --pidfile= incoming \
-		--frontend tcp:4000:interface=127.0.0.1 \
-		--backend tcp:4001:interface=127.0.0.1 \
-		--storage var/storage $(RUN_ARGS)
+	./scripts/run $(RUN_ARGS)
 
 system-deps:
 	./scripts/install-system-deps
