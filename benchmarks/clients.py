@@ -1,0 +1,112 @@
+"""
+The clients of the benchmark: curl for a single-stream upload, a small
+keep-alive client for chunked uploads, both sending straight from the file
+(curl reads it; the chunked client uses sendfile), so that the client costs
+as little CPU as possible on a machine it shares with the server.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+CURL = "curl"
+
+
+def curl_upload(url, path, method="PUT", headers=()):
+    """
+    Send the file at C{path} as one request body; the seconds it took
+    (curl's own time_total) once the answer is a 2xx.
+    """
+    command = [CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-T", str(path), "-X", method]
+    # No "Expect: 100-continue" round trip: every server gets the body at once.
+    for header in ("Expect:", *headers):
+        command += ["-H", header]
+    command.append(url)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    status, seconds = result.stdout.split()
+    if not status.startswith("2"):
+        raise RuntimeError(f"curl {method} {url}: HTTP {status} {result.stderr}")
+    return float(seconds)
+
+
+def tus_patch_headers(offset=0):
+    return [
+        "Tus-Resumable: 1.0.0",
+        f"Upload-Offset: {offset}",
+        "Content-Type: application/offset+octet-stream",
+    ]
+
+
+class KeepAliveClient:
+    """
+    One HTTP/1.1 connection that sends request bodies from a file with
+    sendfile(2): the chunked upload client.
+    """
+
+    def __init__(self, url):
+        parts = urlsplit(url)
+        self.host = parts.hostname
+        self.port = parts.port
+        self.sock = socket.create_connection((self.host, self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def request(self, method, path, headers, fd=None, offset=0, count=0):
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {count}"]
+        lines += headers
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        while count:
+            sent = os.sendfile(self.sock.fileno(), fd, offset, count)
+            offset += sent
+            count -= sent
+        return self._response()
+
+    def _response(self):
+        while b"\r\n\r\n" not in self._buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("connection closed before the answer")
+            self._buffer += data
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", 0))
+        while len(self._buffer) < length:
+            self._buffer += self.sock.recv(65536)
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return status, headers, body
+
+    def close(self):
+        self.sock.close()
+
+
+def chunked_upload(url, path, chunk_size):
+    """
+    Send the file at C{path} to the tus upload C{url} as PATCHes of
+    C{chunk_size} bytes over one keep-alive connection; the seconds it took.
+    """
+    size = os.path.getsize(path)
+    target = urlsplit(url).path
+    client = KeepAliveClient(url)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = time.perf_counter()
+        offset = 0
+        while offset < size:
+            count = min(chunk_size, size - offset)
+            status, headers, body = client.request(
+                "PATCH", target, tus_patch_headers(offset), fd, offset, count
+            )
+            if status != 204:
+                raise RuntimeError(f"PATCH at {offset}: HTTP {status} {body[:200]!r}")
+            offset = int(headers["upload-offset"])
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+        client.close()

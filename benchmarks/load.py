@@ -1,0 +1,211 @@
+"""
+The concurrency load client: N uploads started at the same instant from one
+asyncio process (not N processes), each on its own connection, while a
+probe sends HEAD requests every few milliseconds and times their answers.
+
+Run by the benchmark as ``python -m benchmarks.load`` with a JSON job on
+stdin; prints a JSON result on stdout. Bounded: every upload and the whole
+run have a time limit.
+"""
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from urllib.parse import urlsplit
+
+HEAD_INTERVAL = 0.01
+RUN_TIMEOUT = 300.0
+
+
+class Connection:
+    def __init__(self, loop, host, port):
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.sock = None
+        self.buffer = b""
+
+    async def open(self):
+        self.sock = socket.socket()
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await self.loop.sock_connect(self.sock, (self.host, self.port))
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def request(self, method, path, headers=(), body=None):
+        length = len(body) if body is not None else 0
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        if method not in ("HEAD", "GET"):
+            lines.append(f"Content-Length: {length}")
+        lines += headers
+        await self.loop.sock_sendall(self.sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        if body is not None:
+            # A memoryview of the shared data: sent without copies.
+            await self.loop.sock_sendall(self.sock, body)
+        return await self._response(method)
+
+    async def _fill(self):
+        data = await self.loop.sock_recv(self.sock, 65536)
+        if not data:
+            raise ConnectionError("connection closed by the server")
+        self.buffer += data
+
+    async def _response(self, method):
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = b""
+        if method != "HEAD" and status not in (204, 304) and status >= 200:
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                body = await self._chunked()
+            else:
+                length = int(headers.get("content-length", 0))
+                while len(self.buffer) < length:
+                    await self._fill()
+                body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    async def _chunked(self):
+        body = b""
+        while True:
+            while b"\r\n" not in self.buffer:
+                await self._fill()
+            size_line, self.buffer = self.buffer.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            while len(self.buffer) < size + 2:
+                await self._fill()
+            body += self.buffer[:size]
+            self.buffer = self.buffer[size + 2 :]
+            if size == 0:
+                return body
+
+
+def _path(url):
+    parts = urlsplit(url)
+    return parts.path + (("?" + parts.query) if parts.query else "")
+
+
+async def one_upload(job, index, data, results):
+    loop = asyncio.get_running_loop()
+    connection = Connection(loop, job["host"], job["port"])
+    size = job["size"]
+    piece = job["pieces"][index % len(job["pieces"])]
+    body = data[piece * size : (piece + 1) * size]
+    started = time.perf_counter()
+    outcome = {"index": index, "piece": piece}
+    try:
+        await connection.open()
+        if job["kind"] == "put":
+            url = job["put_urls"][index]
+            status, headers, text = await connection.request("PUT", _path(url), [], body)
+            if status not in (200, 201, 204):
+                raise RuntimeError(f"PUT: HTTP {status} {text[:200]!r}")
+        else:
+            metadata = "filename YmVuY2guYmlu"
+            if job["kind"] == "incoming":
+                metadata += ",ticket " + job["tickets"][index]
+            status, headers, text = await connection.request(
+                "POST",
+                _path(job["uploads_url"]),
+                ["Tus-Resumable: 1.0.0", f"Upload-Length: {size}", f"Upload-Metadata: {metadata}"],
+            )
+            if status != 201:
+                raise RuntimeError(f"create: HTTP {status} {text[:200]!r}")
+            url = headers["location"]
+            status, headers, text = await connection.request(
+                "PATCH",
+                _path(url),
+                ["Tus-Resumable: 1.0.0", "Upload-Offset: 0", "Content-Type: application/offset+octet-stream"],
+                body,
+            )
+            if status != 204 or int(headers.get("upload-offset", -1)) != size:
+                raise RuntimeError(f"PATCH: HTTP {status} {text[:200]!r}")
+        outcome["url"] = url
+        outcome["seconds"] = time.perf_counter() - started
+    except Exception as e:  # a failed upload is counted, not fatal
+        outcome["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        connection.close()
+        outcome["ended"] = time.perf_counter()
+    results.append(outcome)
+
+
+async def probe_heads(job, stop, latencies, errors):
+    """
+    HEAD the probe URL every HEAD_INTERVAL until the load is over.
+    """
+    loop = asyncio.get_running_loop()
+    connection = None
+    path = _path(job["head_url"])
+    headers = ["Tus-Resumable: 1.0.0"] if job["kind"] != "put" else []
+    while not stop.is_set() and len(latencies) + len(errors) < 100_000:
+        started = time.perf_counter()
+        try:
+            if connection is None:
+                connection = Connection(loop, job["host"], job["port"])
+                await connection.open()
+            status, _, _ = await connection.request("HEAD", path, headers)
+            if status != 200:
+                raise RuntimeError(f"HEAD: HTTP {status}")
+            latencies.append((started, time.perf_counter() - started))
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            if connection is not None:
+                connection.close()
+            connection = None
+        await asyncio.sleep(HEAD_INTERVAL)
+    if connection is not None:
+        connection.close()
+
+
+async def run(job):
+    with open(job["data_file"], "rb") as f:
+        data = memoryview(f.read())
+    results, latencies, head_errors = [], [], []
+    stop = asyncio.Event()
+    prober = asyncio.ensure_future(probe_heads(job, stop, latencies, head_errors))
+    # Let the probe's connection settle before the load starts.
+    await asyncio.sleep(0.2)
+    started = time.perf_counter()
+    uploads = [one_upload(job, i, data, results) for i in range(job["count"])]
+    try:
+        await asyncio.wait_for(asyncio.gather(*uploads), RUN_TIMEOUT)
+    except asyncio.TimeoutError:
+        pass
+    stop.set()
+    await prober
+    done = [r for r in results if "seconds" in r]
+    ended = max(r["ended"] for r in done) if done else started
+    wall = ended - started
+    # Only the HEADs sent while the uploads were going on count.
+    latencies = [latency for sent, latency in latencies if started <= sent <= ended]
+    return {
+        "wall": wall,
+        "uploads": results,
+        "failures": job["count"] - len(done),
+        "head_latencies": latencies,
+        "head_errors": head_errors[:10],
+        "head_error_count": len(head_errors),
+    }
+
+
+def main():
+    job = json.load(sys.stdin)
+    result = asyncio.run(run(job))
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
