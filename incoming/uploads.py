@@ -417,9 +417,7 @@ class Uploads(Service):
     async def _forget(self, upload):
         self._uploads.pop(upload.id, None)
         self._digests.pop(upload.id, None)
-        timer = self._timers.pop(upload.id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._cancel_timer(upload.id)
         await self.registry.remove(upload.id)
         self.storage.remove(upload.id)
 
@@ -568,9 +566,7 @@ class Uploads(Service):
         await self.registry.save(upload.to_record(), durable)
 
     def _changed(self, upload):
-        timer = self._timers.pop(upload.id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._cancel_timer(upload.id)
         self._wake_watchers(upload.id)
 
     def _start(self, coroutine):
@@ -670,11 +666,14 @@ class Uploads(Service):
             self._start(self._cancel(upload, "backend did not call finish_upload in time"))
 
     def _set_timer(self, upload, when, action):
-        old = self._timers.get(upload.id)
-        if old is not None and old.active():
-            old.cancel()
+        self._cancel_timer(upload.id)
         delay = max(0.0, when - self.clock.seconds())
         self._timers[upload.id] = self.clock.callLater(delay, action, upload)
+
+    def _cancel_timer(self, upload_id):
+        timer = self._timers.pop(upload_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # Sweeping
 

@@ -18,7 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -335,3 +335,20 @@ def json_error(response):
         return response.json()["error"]
     except (ValueError, KeyError):
         return json.dumps(response.text)
+
+
+def open_patch(url, offset, length, data=b""):
+    """
+    A raw connection carrying a tus PATCH that announces C{length} body
+    bytes of which only C{data} is sent (yet): for cutting, stalling or
+    finishing a body by hand.
+    """
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    head = (
+        f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+        "Content-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data)
+    return sock

@@ -8,14 +8,13 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from types import SimpleNamespace
 
 import requests
 
-from harness import ROOT, TWISTD, LogWatcher, TusClient, free_port
+from harness import ROOT, TWISTD, LogWatcher, TusClient, free_port, open_patch
 from nginx import Nginx
 
 SYSTEMD = ROOT / "examples" / "systemd"
@@ -104,15 +103,7 @@ def test_nginx_streams_uploads_and_keeps_the_backend_api_private(start_server, b
 
         # Half a body sent through nginx is already being stored: nginx
         # streams it on instead of collecting the whole request first.
-        with socket.create_connection(("127.0.0.1", nginx.port)) as sock:
-            sock.sendall(
-                (
-                    f"PATCH /incoming/frontend/uploads/{ticket} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n"
-                    "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
-                    f"Upload-Offset: 0\r\nContent-Length: {size}\r\n\r\n"
-                ).encode()
-                + data[: size // 2]
-            )
+        with open_patch(url, 0, size, data[: size // 2]) as sock:
             deadline = time.monotonic() + 30
             while tus.offset(url) == 0:
                 assert time.monotonic() < deadline, "nothing reached Incoming!! while the body was incomplete"

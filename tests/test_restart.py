@@ -5,11 +5,9 @@ uploads resume from the bytes on disk, handovers are delivered, tickets and
 """
 
 import hashlib
-import socket
 import threading
-from urllib.parse import urlsplit
 
-from harness import random_file, sha256_of
+from harness import open_patch, random_file, sha256_of
 
 
 def sha256_of_bytes(data):
@@ -35,16 +33,7 @@ def test_killed_mid_upload_resumes_from_the_bytes_on_disk(server, backend, tus, 
 
     # More bytes arrive on a connection that is still open when the server
     # dies: they may or may not have reached the disk.
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port))
-    sock.sendall(
-        (
-            f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
-            "Content-Type: application/offset+octet-stream\r\n"
-            f"Upload-Offset: {acknowledged}\r\nContent-Length: {size - acknowledged}\r\n\r\n"
-        ).encode()
-        + data[acknowledged : acknowledged + 2 * 1024 * 1024]
-    )
+    sock = open_patch(url, acknowledged, size - acknowledged, data[acknowledged : acknowledged + 2 * 1024 * 1024])
     server.kill()
     sock.close()
     server.start()

@@ -3,9 +3,8 @@ Connections that drop mid-PATCH lose nothing that arrived.
 """
 
 import socket
-from urllib.parse import urlsplit
 
-from harness import sha256_of, random_file
+from harness import open_patch, random_file, sha256_of
 
 
 def send_partial_patch(url, offset, declared_length, data):
@@ -14,17 +13,7 @@ def send_partial_patch(url, offset, declared_length, data):
     C{data}, then drop the connection; returns once the server has closed
     its side (it has noticed the drop).
     """
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port)) as sock:
-        head = (
-            f"PATCH {parts.path} HTTP/1.1\r\n"
-            f"Host: {parts.netloc}\r\n"
-            "Tus-Resumable: 1.0.0\r\n"
-            "Content-Type: application/offset+octet-stream\r\n"
-            f"Upload-Offset: {offset}\r\n"
-            f"Content-Length: {declared_length}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + data)
+    with open_patch(url, offset, declared_length, data) as sock:
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(65536):
             pass
@@ -55,17 +44,9 @@ def test_a_new_patch_takes_over_from_a_stale_connection(server, backend, tus, tm
     data = source.read_bytes()
     ticket = server.new_ticket(backend)
     url = tus.create(ticket, size)
-    parts = urlsplit(url)
-
     # A client whose connection went silent mid-body (no FIN ever reached
     # the server) comes back on a new connection.
-    stale = socket.create_connection((parts.hostname, parts.port))
-    head = (
-        f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
-        f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
-        f"Content-Length: {size}\r\n\r\n"
-    )
-    stale.sendall(head.encode() + data[:1000])
+    stale = open_patch(url, 0, size, data[:1000])
     try:
         # The newcomer's offset is checked after the stale request has
         # stored what it got: 1000 bytes, or 0 if they were not read yet.

@@ -3,11 +3,9 @@ The timeouts of the original server, made short through the options, and
 retries of a handover whose backend is down or slow.
 """
 
-import socket
 import threading
-from urllib.parse import urlsplit
 
-from harness import TestBackend, TusClient, free_port, random_file, sha256_of
+from harness import TestBackend, TusClient, free_port, open_patch, random_file, sha256_of
 
 
 def test_idle_upload_is_cancelled_and_its_file_removed(start_server, backend, tmp_path):
@@ -139,16 +137,7 @@ def test_client_that_stops_sending_is_dropped_and_its_bytes_kept(start_server, b
     tus = TusClient(server)
     ticket = server.new_ticket(backend)
     url = tus.create(ticket, 1000)
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall(
-            (
-                f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
-                "Content-Type: application/offset+octet-stream\r\n"
-                "Upload-Offset: 0\r\nContent-Length: 1000\r\n\r\n"
-            ).encode()
-            + b"z" * 300
-        )
+    with open_patch(url, 0, 1000, b"z" * 300) as sock:
         sock.settimeout(30)
         # The server gives up on the silent client and closes.
         while sock.recv(65536):
