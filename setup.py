@@ -30,6 +30,7 @@ setup(
             "hypothesis>=6.100",
             "requests>=2.31",
             "playwright>=1.45",
+            "tuspy>=1.1",
         ],
     },
 )
