@@ -370,7 +370,8 @@
             if (!this.file) {
                 var given = this.fileGiven;
                 var what = (typeof FileList !== 'undefined' && given instanceof FileList) ?
-                    'a FileList (pass one element of input.files)' : String(given);
+                    'a FileList (pass one element of input.files)' :
+                    (given === null || given === undefined ? String(given) : 'a ' + typeof given);
                 this.fail(errors.NO_FILE, 'no file: incoming.Uploader() needs a File, not ' + what);
                 return;
             }
@@ -384,7 +385,7 @@
             this.can_cancel = true;
             this.state_msg = 'connecting to the upload server';
             this.progress();
-            this.run(++this.gen);
+            this.launch(this.run(++this.gen));
         }
 
         pause(what) {
@@ -415,13 +416,13 @@
                 this.chunks_ahead = 0;
                 this.state_msg = 'paused';
                 this.progress();
-                this.watchWhilePaused(this.gen);
+                this.launch(this.watchWhilePaused(this.gen));
             } else {
                 this.paused = false;
                 this.attempt = 0;
                 this.state_msg = 'resuming';
                 this.progress();
-                this.run(this.gen);
+                this.launch(this.run(this.gen));
             }
         }
 
@@ -434,7 +435,8 @@
                     this.state_msg + ')' : 'the file is already being handed over to the web app'));
                 return;
             }
-            reason = (reason === undefined || reason === null) ? '' : String(reason);
+            reason = (reason === undefined || reason === null) ? '' :
+                (typeof reason === 'symbol' ? reason.toString() : String(reason));
             if (!this.ticket || !this.file || !(this.base || serverBase)) {
                 // Nothing on any server to cancel.
                 this.markCancelled(reason || 'cancelled by the user');
@@ -448,7 +450,7 @@
             this.paused = false;
             this.state_msg = 'cancelling' + (reason ? ': ' + reason : '');
             this.progress();
-            this.runCancel(this.gen, reason);
+            this.launch(this.runCancel(this.gen, reason));
         }
 
         // Stop whatever is going on: the next run gets a new generation.
@@ -538,6 +540,16 @@
                 this.fail(errors.INTERNAL_ERROR, 'internal error in incoming.js: ' +
                     (error && error.message ? error.message : String(error)));
             }
+        }
+
+        // Runs are not awaited by anyone: whatever escapes one (only a bug
+        // could) becomes error 90 instead of an unhandled rejection.
+        launch(run) {
+            var self = this;
+            run.catch(function (error) {
+                self.fail(errors.INTERNAL_ERROR, 'internal error in incoming.js: ' +
+                    (error && error.message ? error.message : String(error)));
+            });
         }
 
         check(gen) {
@@ -1047,7 +1059,7 @@
                         this.stop();
                         this.paused = false;
                         this.progress();
-                        this.run(this.gen);
+                        this.launch(this.run(this.gen));
                         return;
                     }
                     known = state.state;
@@ -1075,7 +1087,7 @@
                 'handed over to the web app');
             this.state_msg = 'the upload server is handing the file over to the web app';
             this.progress();
-            this.run(this.gen);
+            this.launch(this.run(this.gen));
         }
 
         // DELETE the upload; the backend is told with `reason`.
