@@ -429,6 +429,8 @@ class Uploads(Service):
             stored.close()
 
     async def cancel_by_frontend(self, upload, reason):
+        if upload.state == "finished":
+            return  # tus termination of a completed upload: the file is the backend's now
         if upload.state not in ("ticketed", "receiving"):
             raise upload.not_allowed("cancel")
         await self._cancel(upload, reason)
@@ -456,15 +458,15 @@ class Uploads(Service):
             if upload.state != "ticketed" and offset == upload.offset == upload.length and not content_length:
                 return None
             raise upload.not_allowed("write")
-        if length is not None:
-            self._set_length(upload, length)
         if offset != upload.offset:
             raise Conflict(f"Upload-Offset {offset} does not match the upload's offset {upload.offset}")
-        room = self._room(upload)
+        if length is not None:
+            self._check_length(upload, length)
+        room = self._room(upload, length)
         if content_length is not None and content_length > room:
             raise TooLarge(
                 f"{content_length} bytes at offset {offset} would exceed the "
-                f"{'length' if upload.length is not None else 'size limit'} of "
+                f"{'size limit' if upload.length is None and length is None else 'length'} of "
                 f"{offset + room} bytes"
             )
         stored = self.storage.open(upload.id)
@@ -475,21 +477,23 @@ class Uploads(Service):
             upload.checksum_pending = True
             await self._save(upload)
         session = WriteSession(self, upload, stored, self._digests[upload.id], checksum, room)
+        # A deferred length is set only by a request that succeeds whole.
+        session.declared_length = length if upload.length is None else None
         self._writers[upload.id] = session
         return session
 
-    def _set_length(self, upload, length):
+    def _check_length(self, upload, length):
         if upload.length is None:
             if length < upload.offset:
                 raise BadRequest(f"Upload-Length {length} is less than the {upload.offset} bytes already stored")
             self.limits(upload).check(length)
-            upload.length = length
         elif length != upload.length:
             raise BadRequest(f"Upload-Length {length} differs from the upload's length {upload.length}")
 
-    def _room(self, upload):
-        if upload.length is not None:
-            return upload.length - upload.offset
+    def _room(self, upload, declared_length=None):
+        length = upload.length if upload.length is not None else declared_length
+        if length is not None:
+            return length - upload.offset
         max_size = self.limits(upload).max_size
         return max_size - upload.offset if max_size else 1 << 62
 
@@ -520,15 +524,18 @@ class Uploads(Service):
             stored.close()
         return digest
 
-    async def stored(self, session):
+    async def stored(self, session, accepted):
         """
-        A write session is over: commit the offset it reached and, if that is
-        the end of the upload, start the handover.
+        A write session is over (C{accepted}: its request succeeded whole):
+        commit the offset it reached and, if that is the end of the upload,
+        start the handover.
         """
         upload = session.upload
         if upload.state != "receiving":
             # Cancelled while the data was coming in; nothing to commit.
             return
+        if accepted and session.declared_length is not None:
+            upload.length = session.declared_length
         self._digests[upload.id] = session.digest
         upload.offset = session.start + session.written
         upload.touched = self.clock.seconds()

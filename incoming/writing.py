@@ -24,6 +24,10 @@ class WriteSession:
     @ivar written: how many it has added so far.
     """
 
+    # The Upload-Length a request declares for an upload whose length was
+    # deferred; set by whoever opens the session.
+    declared_length = None
+
     def __init__(self, uploads, upload, stored_file, digest, checksum, limit):
         self.uploads = uploads
         self.upload = upload
@@ -108,7 +112,7 @@ class WriteSession:
                 await deferToThread(self.file.truncate, self.start)
                 self.digest = self._digest_before
                 self.written = 0
-        await self.uploads.stored(self)
+        await self.uploads.stored(self, accepted=error is None)
         if error is not None:
             raise error
         return self.upload

@@ -48,7 +48,11 @@ class LocalStorage:
     def concatenate(self, upload_id, part_ids):
         with open(self.path(upload_id), "wb") as target:
             for part_id in part_ids:
-                with open(self.path(part_id), "rb") as part:
+                try:
+                    part = open(self.path(part_id), "rb")
+                except FileNotFoundError:
+                    continue  # a part of 0 bytes never got a file
+                with part:
                     _copy(part.fileno(), target.fileno(), os.fstat(part.fileno()).st_size)
 
     def upload_ids(self):

@@ -101,6 +101,9 @@ class Frontend:
 
     async def _prepare_patch(self, request, upload_id, length):
         check_tus_version(request)
+        upload = self._claimed(upload_id)
+        # Said on every answer to PATCH, errors included.
+        self._expires(request, upload)
         content_type = header(request, "content-type")
         if content_type != tus.OFFSET_CONTENT_TYPE:
             raise UnsupportedMediaType(f"PATCH needs Content-Type {tus.OFFSET_CONTENT_TYPE}, not {content_type!r}")
@@ -110,7 +113,6 @@ class Frontend:
         upload_length = tus.parse_count("Upload-Length", header(request, "upload-length"))
         checksum = header(request, "upload-checksum")
         checksum = parse_checksum(checksum) if checksum is not None else None
-        upload = self._claimed(upload_id)
         return await self.uploads.begin_write(upload, offset, length, upload_length, checksum)
 
     async def _prepare_creation(self, request, length):
@@ -204,7 +206,6 @@ class Frontend:
             request.setHeader("upload-metadata", upload.raw_metadata)
         if upload.concat:
             request.setHeader("upload-concat", upload.concat)
-        request.setHeader("cache-control", "no-store")
         self._expires(request, upload)
         return b""
 
@@ -333,6 +334,9 @@ class _FrontendResource(Resource):
     def render(self, request):
         self._frontend.cors_headers(request)
         request.setHeader("tus-resumable", tus.VERSION)
+        if request.method == b"HEAD":
+            # Also on errors: no cache may keep an offset or its absence.
+            request.setHeader("cache-control", "no-store")
         if request.method == b"OPTIONS":
             self._frontend.options_headers(request)
             request.setResponseCode(204)
