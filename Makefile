@@ -27,7 +27,12 @@ run: $(VENV)/.run-installed
 system-deps:
 	./scripts/install-system-deps
 
-test: system-deps $(VENV)/.test-installed
+# The JavaScript tus clients the tests drive (pinned in tests/package-lock.json).
+tests/node_modules/.installed: tests/package.json tests/package-lock.json | system-deps
+	npm ci --prefix tests --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: system-deps $(VENV)/.test-installed tests/node_modules/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
