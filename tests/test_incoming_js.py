@@ -604,3 +604,20 @@ def test_error_25_not_an_incoming_server(server, backend, browser_page, page_ser
     report = page.wait_for_outcome("u")
     assert error_of(report) == 25
     assert "OPTIONS" in report["at_end"]["error_msg"]
+
+
+def test_a_throwing_callback_does_not_break_the_upload(server, backend, browser_page, tmp_path):
+    """
+    An exception in the page's callback is the page's: the browser reports
+    it as uncaught (as for an event listener), and the upload goes on.
+    """
+    source = random_file(tmp_path / "f.bin", 3 * MB, seed=14)
+    ticket = server.new_ticket(backend)
+    page = browser_page.open(server)
+    page.choose(source)
+    page.upload("u", ticket, progress="if (u.bytes_acked > 0) throw new Error('bug in the page');")
+    report = page.wait_for_outcome("u")
+    assert_arrived(backend.next_call(), source, ticket)
+    assert_finished(report, 3 * MB)
+    assert browser_page.page_errors and all("bug in the page" in e for e in browser_page.page_errors)
+    browser_page.page_errors.clear()
