@@ -43,7 +43,10 @@ class Backend:
         self._reactor = reactor
         self._timeout = request_timeout
         self._retry_period = retry_period
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        # A new connection per call: calls are few (about one per upload),
+        # and a kept-alive connection that the backend closed in the
+        # meantime would fail the next POST, which is not retried at once.
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._pool._factory = _QuietFactory
         self._http = HTTPClient(Agent(reactor, pool=self._pool))
 
