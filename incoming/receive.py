@@ -92,6 +92,9 @@ class UploadRequest(server.Request):
     def connectionLost(self, reason):
         if self.body_receiver is not None:
             self.body_receiver.connectionLost()
+            # Nobody may be left to answer (the client is gone before its
+            # body was): what was stored is kept, the verdict has no reader.
+            self.body_receiver.outcome.addErrback(lambda _: None)
         super().connectionLost(reason)
 
 

@@ -16,6 +16,7 @@ from .registry.files import FileRegistry
 from .storage.local import LocalStorage
 from .uploads import Uploads
 from .web.backend import BackendAPI
+from .web.common import AppResource
 from .web.frontend import Frontend
 
 __all__ = ["Options", "makeService", "build"]
@@ -91,7 +92,7 @@ def build(config):
     uploads.setServiceParent(top)
     frontend_site = UploadSite(frontend.resource(), frontend.route_body, timeout=config.receive_timeout)
     Listener("frontend", config.frontend, frontend_site).setServiceParent(top)
-    backend_site = UploadSite(BackendAPI(uploads).app.resource(), timeout=config.receive_timeout)
+    backend_site = UploadSite(AppResource(BackendAPI(uploads).app.resource()), timeout=config.receive_timeout)
     Listener("backend", config.backend, backend_site).setServiceParent(top)
     return top
 

@@ -4,18 +4,36 @@ JSON, and error handling that turns every failure into a one-line message.
 """
 
 import json
+from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ClientError
+from ..errors import BadRequest, ClientError
 
 log = Logger()
 
 
+def header(request, name):
+    """
+    A request header as text, C{None} when absent.
+
+    @raise BadRequest: when it is not ASCII, as HTTP header values of
+        Incoming!!'s protocols always are.
+    """
+    value = request.getHeader(name.encode("ascii"))
+    if value is None:
+        return None
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest(f"header {name} must be ASCII")
+
+
 def wants_json(request):
-    accept = request.getHeader("accept") or ""
-    return "application/json" in accept.lower()
+    accept = request.getHeader(b"accept") or b""
+    return b"application/json" in accept.lower()
 
 
 def json_body(request, value, code=200):
@@ -69,3 +87,23 @@ def add_error_handlers(app):
     def unexpected(_instance, request, failure):
         log.failure("error while serving {method} {path}", failure, method=request.method, path=request.path)
         return error_body(request, 500, "internal server error (logged)")
+
+
+class AppResource(Resource):
+    """
+    Serves a Klein app, answering first what Klein would answer in HTML or
+    not at all: a URL that is not UTF-8 text.
+    """
+
+    isLeaf = True
+
+    def __init__(self, routes):
+        super().__init__()
+        self._routes = routes
+
+    def render(self, request):
+        try:
+            unquote_to_bytes(request.uri).decode("utf-8")
+        except UnicodeDecodeError:
+            return error_body(request, 400, "the URL is not valid UTF-8")
+        return self._routes.render(request)

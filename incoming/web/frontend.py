@@ -9,14 +9,13 @@ from pathlib import Path
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.web.resource import Resource
 from twisted.web.static import File
 
 from .. import tus
-from ..errors import BadRequest, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
+from ..errors import BadRequest, ClientError, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
 from ..receive import BodyReceiver
 from ..uploads import CHECKSUM_ALGORITHMS, parse_checksum
-from .common import add_error_handlers, error_body, json_body
+from .common import AppResource, add_error_handlers, error_body, header, json_body
 
 UPLOADS = "/incoming/frontend/uploads"
 SCRIPT = Path(__file__).parent / "static" / "incoming.js"
@@ -29,16 +28,6 @@ _CREATION_URL = re.compile(rb"/incoming/frontend/uploads/?(?:\?.*)?")
 MAX_WAIT = 60.0
 
 _METHODS = "POST, GET, HEAD, PATCH, DELETE, OPTIONS"
-
-
-def header(request, name):
-    value = request.getHeader(name)
-    if value is None:
-        return None
-    try:
-        return value.decode("ascii") if isinstance(value, bytes) else value
-    except UnicodeDecodeError:
-        raise BadRequest(f"header {name} must be ASCII")
 
 
 def query(request, name, default=""):
@@ -289,7 +278,10 @@ class Frontend:
         request.setHeader("incoming-chunk-size", str(self.config.chunk_size))
 
     def cors_headers(self, request):
-        origin = header(request, "origin")
+        try:
+            origin = header(request, "origin")
+        except BadRequest:
+            return  # no origin that could be allowed
         if not origin:
             return
         allowed = self.config.cors_origins
@@ -301,7 +293,7 @@ class Frontend:
         else:
             return
         request.setHeader("access-control-expose-headers", ", ".join(tus.RESPONSE_HEADERS))
-        if request.method == b"OPTIONS" and request.getHeader("access-control-request-method"):
+        if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method"):
             request.setHeader("access-control-allow-methods", _METHODS)
             request.setHeader("access-control-allow-headers", ", ".join(tus.REQUEST_HEADERS))
             request.setHeader("access-control-max-age", "86400")
@@ -317,19 +309,16 @@ def _first(value):
     return value.split(",")[0].strip() or None
 
 
-class _FrontendResource(Resource):
+class _FrontendResource(AppResource):
     """
     Adds what every frontend answer needs (CORS, C{Tus-Resumable}), answers
     OPTIONS (tus discovery and CORS preflight alike), and checks the tus
     version before the Klein app routes the request.
     """
 
-    isLeaf = True
-
     def __init__(self, frontend, routes):
-        super().__init__()
+        super().__init__(routes)
         self._frontend = frontend
-        self._routes = routes
 
     def render(self, request):
         self._frontend.cors_headers(request)
@@ -344,6 +333,9 @@ class _FrontendResource(Resource):
         if is_tus_request(request):
             try:
                 check_tus_version(request)
-            except PreconditionFailed as e:
+            except ClientError as e:
+                if request.body_receiver is not None:
+                    # Its data was refused for the same reason; the answer is given here.
+                    request.body_receiver.outcome.addErrback(lambda _: None)
                 return error_body(request, e.code, e.message)
-        return self._routes.render(request)
+        return super().render(request)
