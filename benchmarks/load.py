@@ -4,13 +4,16 @@ asyncio process (not N processes), each on its own connection, while a
 probe sends HEAD requests every few milliseconds and times their answers.
 
 Run by the benchmark as ``python -m benchmarks.load`` with a JSON job on
-stdin; prints a JSON result on stdout. Bounded: every upload and the whole
+stdin; prints a JSON result on stdout. The HEAD probe runs in a process of
+its own (``--probe``). Bounded: every upload and the whole
 run have a time limit.
 """
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
@@ -142,50 +145,67 @@ async def one_upload(job, index, data, results):
     results.append(outcome)
 
 
-async def probe_heads(job, stop, latencies, errors):
+def probe_heads(job):
     """
-    HEAD the probe URL every HEAD_INTERVAL until the load is over.
+    HEAD the probe URL every HEAD_INTERVAL until SIGINT (or RUN_TIMEOUT),
+    then print [[sent, seconds], ...] and the errors as JSON.
+
+    Runs in a process of its own, with blocking sockets, so that what it
+    measures is the server's answer time, not the load client's event loop
+    (which is busy with hundreds of uploads).
     """
-    loop = asyncio.get_running_loop()
-    connection = None
+    import signal
+    from http.client import HTTPConnection
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     path = _path(job["head_url"])
-    headers = ["Tus-Resumable: 1.0.0"] if job["kind"] != "put" else []
-    while not stop.is_set() and len(latencies) + len(errors) < 100_000:
+    headers = {"Tus-Resumable": "1.0.0"} if job["kind"] != "put" else {}
+    latencies, errors = [], []
+    connection = None
+    deadline = time.perf_counter() + RUN_TIMEOUT
+    while not stop and time.perf_counter() < deadline and len(latencies) + len(errors) < 100_000:
         started = time.perf_counter()
         try:
             if connection is None:
-                connection = Connection(loop, job["host"], job["port"])
-                await connection.open()
-            status, _, _ = await connection.request("HEAD", path, headers)
-            if status != 200:
-                raise RuntimeError(f"HEAD: HTTP {status}")
+                connection = HTTPConnection(job["host"], job["port"], timeout=30)
+            connection.request("HEAD", path, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HEAD: HTTP {response.status}")
             latencies.append((started, time.perf_counter() - started))
         except Exception as e:
             errors.append(f"{type(e).__name__}: {e}")
             if connection is not None:
                 connection.close()
             connection = None
-        await asyncio.sleep(HEAD_INTERVAL)
-    if connection is not None:
-        connection.close()
+        time.sleep(HEAD_INTERVAL)
+    json.dump({"latencies": latencies, "errors": errors}, sys.stdout)
 
 
 async def run(job):
     with open(job["data_file"], "rb") as f:
         data = memoryview(f.read())
-    results, latencies, head_errors = [], [], []
-    stop = asyncio.Event()
-    prober = asyncio.ensure_future(probe_heads(job, stop, latencies, head_errors))
+    results = []
+    prober = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.load", "--probe"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    prober.stdin.write(json.dumps(job))
+    prober.stdin.close()
     # Let the probe's connection settle before the load starts.
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     started = time.perf_counter()
     uploads = [one_upload(job, i, data, results) for i in range(job["count"])]
     try:
         await asyncio.wait_for(asyncio.gather(*uploads), RUN_TIMEOUT)
     except asyncio.TimeoutError:
         pass
-    stop.set()
-    await prober
+    prober.send_signal(signal.SIGINT)
+    probed = json.loads(prober.stdout.read())
+    prober.wait(timeout=60)
+    latencies, head_errors = probed["latencies"], probed["errors"]
     done = [r for r in results if "seconds" in r]
     ended = max(r["ended"] for r in done) if done else started
     wall = ended - started
@@ -203,6 +223,9 @@ async def run(job):
 
 def main():
     job = json.load(sys.stdin)
+    if sys.argv[1:] == ["--probe"]:
+        probe_heads(job)
+        return
     result = asyncio.run(run(job))
     json.dump(result, sys.stdout)
 
