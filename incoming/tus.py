@@ -4,6 +4,7 @@ The tus 1.0.0 wire format: header values in and out.
 
 import base64
 import binascii
+import hashlib
 import re
 from email.utils import formatdate
 from urllib.parse import urlsplit
@@ -143,3 +144,25 @@ def parse_forwarded(header):
         name.lower(): value.strip('"')
         for name, value in _FORWARDED_PAIR.findall(first)
     }
+
+
+CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")
+
+def parse_checksum(header):
+    """
+    The (algorithm, digest) of a tus C{Upload-Checksum} header value.
+    """
+    try:
+        algorithm, encoded = header.strip().split(" ", 1)
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        raise BadRequest("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    algorithm = algorithm.lower()
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise BadRequest(
+            f"checksum algorithm {algorithm!r} is not supported "
+            f"(use one of {', '.join(CHECKSUM_ALGORITHMS)})"
+        )
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise BadRequest(f"Upload-Checksum: not a {algorithm} digest")
+    return algorithm, digest

@@ -4,8 +4,6 @@ timeouts, handovers and cancellations. Every transition of an upload goes
 through here and is persisted before anyone is told of it.
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -33,30 +31,7 @@ from .writing import WriteSession
 # never reaches a file name.
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
-CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")
-
 _REHASH_CHUNK = 1 << 20
-
-
-def parse_checksum(header):
-    """
-    The (algorithm, digest) of a tus C{Upload-Checksum} header value.
-    """
-    try:
-        algorithm, encoded = header.strip().split(" ", 1)
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (ValueError, binascii.Error):
-        raise BadRequest("Upload-Checksum must be '<algorithm> <base64 digest>'")
-    algorithm = algorithm.lower()
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise BadRequest(
-            f"checksum algorithm {algorithm!r} is not supported "
-            f"(use one of {', '.join(CHECKSUM_ALGORITHMS)})"
-        )
-    if len(digest) != hashlib.new(algorithm).digest_size:
-        raise BadRequest(f"Upload-Checksum: not a {algorithm} digest")
-    return algorithm, digest
-
 
 @attrs.frozen
 class Limits:

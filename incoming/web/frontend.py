@@ -14,7 +14,6 @@ from twisted.web.static import File
 from .. import tus
 from ..errors import BadRequest, ClientError, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
 from ..receive import BodyReceiver
-from ..uploads import CHECKSUM_ALGORITHMS, parse_checksum
 from .common import AppResource, add_error_handlers, error_body, header, json_body
 
 UPLOADS = "/incoming/frontend/uploads"
@@ -101,7 +100,7 @@ class Frontend:
             raise BadRequest("PATCH needs an Upload-Offset header")
         upload_length = tus.parse_count("Upload-Length", header(request, "upload-length"))
         checksum = header(request, "upload-checksum")
-        checksum = parse_checksum(checksum) if checksum is not None else None
+        checksum = tus.parse_checksum(checksum) if checksum is not None else None
         return await self.uploads.begin_write(upload, offset, length, upload_length, checksum)
 
     async def _prepare_creation(self, request, length):
@@ -272,7 +271,7 @@ class Frontend:
     def options_headers(self, request):
         request.setHeader("tus-version", tus.VERSION)
         request.setHeader("tus-extension", ",".join(tus.EXTENSIONS))
-        request.setHeader("tus-checksum-algorithm", ",".join(CHECKSUM_ALGORITHMS))
+        request.setHeader("tus-checksum-algorithm", ",".join(tus.CHECKSUM_ALGORITHMS))
         if self.config.max_size:
             request.setHeader("tus-max-size", str(self.config.max_size))
         request.setHeader("incoming-chunk-size", str(self.config.chunk_size))
