@@ -7,6 +7,7 @@ as a web app's page would, and loads incoming.js from the Incoming!! server.
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .servers import BENCH
 
@@ -47,13 +48,14 @@ window.viaIncoming = function (ticket) {{
 }};
 
 // Resolves with the milliseconds from the start to onSuccess (the last
-// PATCH answered). tus-js-client's defaults: the whole file in one PATCH.
-window.viaTusJs = function (ticket, endpoint) {{
+// PATCH answered). tus-js-client's default is the whole file in one PATCH.
+window.viaTusJs = function (ticket, endpoint, chunkSize) {{
     return new Promise(function (resolve, reject) {{
         const file = theFile();
         const started = performance.now();
         const upload = new tus.Upload(file, {{
             endpoint: endpoint,
+            chunkSize: chunkSize || Infinity,
             metadata: {{ ticket: ticket, filename: file.name, filetype: "application/octet-stream" }},
             storeFingerprintForResuming: false,
             retryDelays: null,
@@ -69,19 +71,24 @@ window.viaTusJs = function (ticket, endpoint) {{
 
 class PageServer:
     """
-    Serves the benchmark page and tus-js-client's bundle on 127.0.0.1.
+    Serves the benchmark page (``/?incoming=<Incoming!! base URL>``) and
+    tus-js-client's bundle on 127.0.0.1.
     """
 
-    def __init__(self, incoming_base):
-        page = PAGE.format(incoming=incoming_base).encode()
+    def __init__(self):
         tus_js = TUS_JS.read_bytes()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/tus.min.js":
                     body, kind = tus_js, "text/javascript"
+                elif not self.path.startswith("/?"):
+                    self.send_error(404)
+                    return
                 else:
-                    body, kind = page, "text/html; charset=utf-8"
+                    query = parse_qs(urlsplit(self.path).query)
+                    body = PAGE.format(incoming=query["incoming"][0]).encode()
+                    kind = "text/html; charset=utf-8"
                 self.send_response(200)
                 self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(body)))
@@ -109,27 +116,30 @@ class Browser:
     One Chromium for all browser runs; each run gets a fresh page.
     """
 
-    def __init__(self, incoming_base):
+    def __init__(self):
         from playwright.sync_api import sync_playwright
 
-        self.pages = PageServer(incoming_base)
+        self.pages = PageServer()
         self._playwright = sync_playwright().start()
         self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
-    def upload(self, client, path, ticket, endpoint, timeout=600):
+    def upload(self, client, path, server, ticket, chunk_size=0, timeout=600):
         """
         Send the file at C{path} with C{client} ("incoming.js" or
-        "tus-js-client"); the seconds the page measured.
+        "tus-js-client", in C{chunk_size} PATCHes or, with 0, one); the
+        seconds the page measured.
         """
         page = self._browser.new_page()
+        endpoint = server.uploads_url
         try:
-            page.goto(self.pages.url)
+            page.goto(self.pages.url + "?" + urlencode({"incoming": server.base}))
+            page.wait_for_function("typeof incoming === 'object' && typeof tus === 'object'", timeout=30000)
             page.set_input_files("#file", str(path))
             page.set_default_timeout(timeout * 1000)
             if client == "incoming.js":
                 millis = page.evaluate("ticket => viaIncoming(ticket)", ticket)
             else:
-                millis = page.evaluate("([t, e]) => viaTusJs(t, e)", [ticket, endpoint])
+                millis = page.evaluate("([t, e, c]) => viaTusJs(t, e, c)", [ticket, endpoint, chunk_size])
             return millis / 1000
         finally:
             page.close()

@@ -311,13 +311,14 @@ class Incoming(Server):
 
     kind = "incoming"
 
-    def __init__(self, workdir, backend, digest=True, extra_env=None):
+    def __init__(self, workdir, backend, digest=True, extra_env=None, options=()):
         self.digest = digest
         self.name = "Incoming!! sha256 on" if digest else "Incoming!! sha256 off"
         super().__init__(workdir)
         self.backend_port = free_port()
         self.handover = backend
         self.extra_env = extra_env or {}
+        self.options = list(options)
 
     def command(self):
         return [
@@ -329,6 +330,7 @@ class Incoming(Server):
             f"--backend=tcp:{self.backend_port}:interface=127.0.0.1",
             f"--storage={self.storage}",
             "--max-size=0",
+            *self.options,
         ]
 
     def env(self):

@@ -93,7 +93,10 @@ class LocalFile:
     def __init__(self, path):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._path = path
-        self._direct = _open_direct(path)
+        # The descriptor for direct writes is opened by the first large
+        # append, in the worker thread: files are opened in the reactor
+        # thread, where each system call delays every other request.
+        self._direct = None
         self.size = os.fstat(self._fd).st_size
 
     def append(self, buffers):
@@ -101,7 +104,9 @@ class LocalFile:
         try:
             views = [memoryview(b).cast("B") for b in buffers]
             total = sum(map(len, views))
-            if self._direct >= 0 and total >= _DIRECT_MIN:
+            if total >= _DIRECT_MIN and self._direct is None:
+                self._direct = _open_direct(self._path)
+            if total >= _DIRECT_MIN and self._direct >= 0:
                 self._append_direct(views, total)
             else:
                 self._write_all(views)
@@ -180,9 +185,9 @@ class LocalFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._direct >= 0:
+        if self._direct is not None and self._direct >= 0:
             os.close(self._direct)
-            self._direct = -1
+        self._direct = -1
 
 
 def _open_direct(path):
