@@ -7,6 +7,7 @@ the targets of the benchmark issue, a reStructuredText table and a PNG plot.
 import base64
 import json
 import statistics
+import sys
 
 INCOMING = "Incoming!! sha256 on"
 INCOMING_OFF = "Incoming!! sha256 off"
@@ -188,7 +189,14 @@ def render(results, ratios, targets):
 
 
 def plot(results, path):
-    import matplotlib
+    """
+    The PNG plot, if matplotlib (benchmarks/requirements.txt) is there.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot (benchmarks/setup installs it)", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,0 +1,73 @@
+"""
+A smoke run of the benchmarks (benchmarks/run --quick: tiny sizes, one run),
+so that the suite does not rot. No timing assertions: the figures of a run
+this small mean nothing. What is checked is that every server starts, every
+measurement produces results, every upload's bytes landed intact (the
+benchmark itself fails a run whose sha256 does not match) and none failed.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def peers():
+    """
+    The Node peers of the benchmark (@tus/server), installed from
+    benchmarks/package-lock.json if they are not there yet.
+    """
+    if not shutil.which("nginx") or not shutil.which("curl") or not Path("/usr/bin/chromium").exists():
+        pytest.skip("nginx, curl and chromium are needed (scripts/install-system-deps installs them)")
+    if not (BENCHMARKS / "node_modules" / "@tus" / "server").is_dir():
+        if not shutil.which("npm"):
+            pytest.skip("npm is needed to install the benchmark's Node peers")
+        subprocess.run(
+            ["npm", "ci", "--prefix", str(BENCHMARKS), "--no-audit", "--no-fund", "--loglevel=error"],
+            check=True,
+            timeout=300,
+        )
+
+
+def test_quick_benchmark_run(peers, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--runs=1",
+            "--pause=0",
+            "--only=single,memory,concurrency,browser",
+            f"--out={out}",
+            f"--workdir={tmp_path / 'work'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "benchmark-results.json").read_text())
+    measurements = results["measurements"]
+    servers = {"nginx PUT", "@tus/server", "Incoming!! sha256 on", "Incoming!! sha256 off"}
+    assert set(measurements["single"]) == servers
+    assert set(measurements["chunked"]) == servers - {"nginx PUT"}
+    assert len(measurements["memory"]) == 3
+    assert set(measurements["concurrency"]) == {"nginx PUT", "@tus/server", "Incoming!! sha256 on"}
+    for runs in measurements["concurrency"].values():
+        assert [run["failures"] for run in runs] == [0]
+    for measurement in ("single", "chunked", "memory"):
+        for runs in measurements[measurement].values():
+            assert all(run["mb_s"] > 0 and run["peak_rss_mib"] > 0 for run in runs)
+    assert set(measurements["browser"]) == {"incoming.js", "tus-js-client", "tus-js-client 1 MiB chunks"}
+    table = (out / "benchmark-results.rst").read_text()
+    assert "Targets" in table and "Single stream" in table
