@@ -15,6 +15,7 @@ explains the hot path and its measurements.
 
 import ctypes
 import io
+import re
 import threading
 
 from twisted.internet import reactor
@@ -28,6 +29,9 @@ from .errors import ClientError
 
 # Non-upload requests (backend API forms, small JSON) never need more.
 MAX_PLAIN_BODY = 256 * 1024
+
+# An HTTP method name (a token, RFC 9110).
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _keep_freed_memory():
@@ -78,9 +82,10 @@ class UploadRequest(server.Request):
         """
         The method to serve: C{X-HTTP-Method-Override} when given (for
         clients that cannot send PATCH or DELETE), else the request's own.
+        An override that is no method name at all is ignored.
         """
         override = self.requestHeaders.getRawHeaders(b"x-http-method-override")
-        if override and override[0].strip():
+        if override and _METHOD.fullmatch(override[0].strip()):
             return override[0].strip().upper()
         return command
 

@@ -143,7 +143,9 @@ class WriteSession:
         return d
 
     async def _close(self, complete, error):
-        if self._checksum is not None and self.written:
+        # An empty chunk is checked too: its checksum must be that of no
+        # bytes.
+        if self._checksum is not None and (self.written or (complete and error is None)):
             verified = complete and error is None
             if verified and self._chunk_digest.digest() != self._checksum[1]:
                 error = ChecksumMismatch(
