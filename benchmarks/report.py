@@ -230,8 +230,9 @@ def plot(results, path):
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=10)
-        for i, value in enumerate(medians):
-            ax.text(value, i, f" {value:.1f}", va="center", fontsize=8)
+        for i, (value, s) in enumerate(zip(medians, stats)):
+            ax.text(s["max"], i, f"  {value:.1f}" if value < 10 else f"  {value:.0f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(s["max"] for s in stats) * 1.18)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(f"Incoming!! benchmarks, {results['date']} (medians, min-max bars)", fontsize=11)
@@ -249,3 +250,12 @@ def write(results, out):
     (out / "benchmark-results.rst").write_text(text + "\n")
     plot(results, out / "benchmark-results.png")
     return text
+
+
+if __name__ == "__main__":
+    # Re-render the table and plot from a results file:
+    #   python -m benchmarks.report docs/benchmark-results.json
+    from pathlib import Path
+
+    source = Path(sys.argv[1])
+    write(json.loads(source.read_text()), source.parent)
