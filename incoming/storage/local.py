@@ -196,7 +196,7 @@ def _open_direct(path):
     filesystem does not do them.
     """
     flag = getattr(os, "O_DIRECT", 0)
-    if not flag or os.environ.get("INCOMING_BUFFERED_WRITES"):
+    if not flag:
         return -1
     try:
         return os.open(path, os.O_WRONLY | os.O_CLOEXEC | flag)
