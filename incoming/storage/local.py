@@ -79,7 +79,7 @@ class LocalFile:
     Large appends bypass the page cache (C{O_DIRECT}): on the virtual
     machines Incoming!! was measured on, copying into the page cache costs
     more CPU than everything else on the hot path together (1.2 to 2 CPU
-    seconds per GiB, three quarters of the server's time), while a direct
+    seconds per GiB, half of the server's CPU time), while a direct
     write costs 0.1 and leaves nothing for the final fsync to flush. See
     docs/performance.rst. Direct writes need block-aligned memory, offsets
     and lengths, so each append goes in three parts: a few buffered bytes up
