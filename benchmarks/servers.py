@@ -306,7 +306,7 @@ class TusNode(Server):
 class Incoming(Server):
     """
     Incoming!! itself (``twistd incoming``), with the running sha256 on or
-    (INCOMING_BENCH_NO_DIGEST, read in incoming/writing.py) off.
+    (``--no-digest``) off.
     """
 
     kind = "incoming"
@@ -330,15 +330,12 @@ class Incoming(Server):
             f"--backend=tcp:{self.backend_port}:interface=127.0.0.1",
             f"--storage={self.storage}",
             "--max-size=0",
+            *([] if self.digest else ["--no-digest"]),
             *self.options,
         ]
 
     def env(self):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
-        env.pop("INCOMING_BENCH_NO_DIGEST", None)
-        if not self.digest:
-            env["INCOMING_BENCH_NO_DIGEST"] = "1"
-        return env
+        return dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
 
     def ready(self):
         _wait_for_port(self.backend_port, self.process)

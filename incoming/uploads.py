@@ -274,7 +274,7 @@ class Uploads(Service):
             upload.raw_metadata = raw_metadata
             upload.touched = self.clock.seconds()
             upload.transition("claim")
-            self._digests[upload.id] = hashlib.sha256()
+            self._digests[upload.id] = self._new_digest()
             await self._save(upload, durable=True)
             self._wake_watchers(upload.id)
             self.log.info(
@@ -322,7 +322,7 @@ class Uploads(Service):
         )
         upload.transition("claim")
         self._uploads[upload.id] = upload
-        self._digests[upload.id] = hashlib.sha256()
+        self._digests[upload.id] = self._new_digest()
         await self._save(upload, durable=True)
         self._watch_idle(upload)
         self.log.info(
@@ -488,13 +488,20 @@ class Uploads(Service):
             self._rehashing.pop(upload.id, None)
         self._digests.setdefault(upload.id, digest)
 
+    def _new_digest(self):
+        """
+        A fresh running sha256, or C{None} with --no-digest.
+        """
+        return None if self.config.no_digest else hashlib.sha256()
+
     def _rehash(self, upload_id, size):
-        digest = hashlib.sha256()
+        digest = self._new_digest()
         stored = self.storage.open(upload_id)
         try:
             stored.truncate(size)
-            for chunk in stored.read(_REHASH_CHUNK):
-                digest.update(chunk)
+            if digest is not None:
+                for chunk in stored.read(_REHASH_CHUNK):
+                    digest.update(chunk)
         finally:
             stored.close()
         return digest
@@ -525,7 +532,8 @@ class Uploads(Service):
         All bytes are in: make them durable, then hand the file over.
         """
         await deferToThread(stored_file.sync)
-        upload.sha256 = self._digests.pop(upload.id).hexdigest()
+        digest = self._digests.pop(upload.id)
+        upload.sha256 = digest.hexdigest() if digest is not None else ""
         upload.handover_started = self.clock.seconds()
         upload.transition("all_received")
         await self._save(upload, durable=True)

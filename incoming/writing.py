@@ -14,11 +14,6 @@ from twisted.internet.threads import deferToThread
 
 from .errors import ChecksumMismatch, InsufficientStorage, TooLarge
 
-# TEMPORARY, for the benchmark's "sha256 off" variant only, until a proper
-# server option replaces it: with INCOMING_BENCH_NO_DIGEST set, the running
-# sha256 is not computed (the handover then reports the digest of nothing).
-_DIGEST = not os.environ.get("INCOMING_BENCH_NO_DIGEST")
-
 # The threads that hash upload data while worker threads write it (see
 # WriteSession.write). Hashing is CPU work: more threads than cores would
 # only queue; a second one on a single core still overlaps with the writes.
@@ -55,7 +50,7 @@ class WriteSession:
             self._chunk_digest = hashlib.new(checksum[0])
             # Restored if the chunk is rejected: the whole-upload digest must
             # not include bytes that are dropped.
-            self._digest_before = digest.copy()
+            self._digest_before = digest.copy() if digest is not None else None
 
     @property
     def visible_offset(self):
@@ -108,14 +103,14 @@ class WriteSession:
 
     def _digest(self, buffers):
         for buffer in buffers:
-            if _DIGEST:
+            if self.digest is not None:
                 self.digest.update(buffer)
             if self._checksum is not None:
                 self._chunk_digest.update(buffer)
 
     def _digests_now(self):
         return (
-            self.digest.copy() if _DIGEST else None,
+            self.digest.copy() if self.digest is not None else None,
             self._chunk_digest.copy() if self._checksum is not None else None,
         )
 

@@ -5,7 +5,7 @@ The whole flow over real sockets: ticket, tus upload, handover.
 import hashlib
 import json
 
-from harness import random_file, sha256_of
+from harness import TusClient, random_file, sha256_of
 
 
 def test_50_mb_upload_arrives_intact_and_is_handed_over(server, backend, tus, tmp_path):
@@ -81,3 +81,14 @@ def test_empty_file_is_handed_over_at_once(server, backend, tus):
     assert call["size"] == "0"
     assert call["sha256"] == hashlib.sha256(b"").hexdigest()
     assert tus.wait_until_over(url)["state"] == "finished"
+
+
+def test_no_digest_hands_over_without_sha256(start_server, backend):
+    server = start_server("--no-digest")
+    tus = TusClient(server)
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 5)
+    assert tus.patch(url, 0, b"hello").status_code == 204
+    call = backend.next_call()
+    assert call["sha256"] == ""
+    assert call["received_sha256"] == hashlib.sha256(b"hello").hexdigest()
