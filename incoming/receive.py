@@ -30,6 +30,9 @@ from .errors import ClientError
 # Non-upload requests (backend API forms, small JSON) never need more.
 MAX_PLAIN_BODY = 256 * 1024
 
+# A header value of visible ASCII characters and spaces.
+_PRINTABLE = re.compile(rb"[\x20-\x7e\t]*")
+
 # An HTTP method name (a token, RFC 9110).
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -82,10 +85,12 @@ class UploadRequest(server.Request):
         """
         The method to serve: C{X-HTTP-Method-Override} when given (for
         clients that cannot send PATCH or DELETE), else the request's own.
-        An override that is no method name at all is ignored.
+        An override that is no method name at all is ignored, and so is one
+        on a HEAD: the client reads no body in its answer, whatever the
+        override says.
         """
         override = self.requestHeaders.getRawHeaders(b"x-http-method-override")
-        if override and _METHOD.fullmatch(override[0].strip()):
+        if command != b"HEAD" and override and _METHOD.fullmatch(override[0].strip()):
             return override[0].strip().upper()
         return command
 
@@ -123,8 +128,10 @@ class UploadRequest(server.Request):
     def requestReceived(self, command, path, version):
         if self.body_receiver is not None:
             self.body_receiver.bodyEnded()
-        if self.body_too_large:
-            # Keep Twisted from parsing a form out of the discarded body.
+        content_type = self.requestHeaders.getRawHeaders(b"content-type")
+        if self.body_too_large or (content_type and not _PRINTABLE.fullmatch(content_type[0])):
+            # Keep Twisted from parsing a form out of the discarded body, or
+            # from failing on control characters in the header.
             self.requestHeaders.removeHeader(b"content-type")
         super().requestReceived(self._effective_method(command), path, version)
 

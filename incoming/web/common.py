@@ -61,19 +61,34 @@ def error_body(request, code, message):
     return text_body(request, message, code)
 
 
+def answered_early(request):
+    """
+    The request is answered without its handler: a body receiver it may have
+    has nobody to read its verdict, which is the same or moot.
+    """
+    receiver = getattr(request, "body_receiver", None)
+    if receiver is not None:
+        receiver.outcome.addErrback(lambda _: None)
+
+
 def add_error_handlers(app):
     """
     Make C{app} answer client errors with their code and message, unknown
     URLs and methods with 404 and 405, and anything unexpected with a 500
     that says it was logged (the traceback goes to the log, not the client).
+    URLs are matched as given: no redirects (which tus clients do not
+    follow) for doubled slashes.
     """
+    app.url_map.merge_slashes = False
 
     @app.handle_errors(ClientError)
     def client_error(_instance, request, failure):
+        answered_early(request)
         return error_body(request, failure.value.code, failure.value.message)
 
     @app.handle_errors(HTTPException)
     def routing_error(_instance, request, failure):
+        answered_early(request)
         error = failure.value
         if error.code == 404:
             message = f"no such URL: {request.path.decode('latin-1')}"
@@ -85,6 +100,7 @@ def add_error_handlers(app):
 
     @app.handle_errors(Exception)
     def unexpected(_instance, request, failure):
+        answered_early(request)
         log.failure("error while serving {method} {path}", failure, method=request.method, path=request.path)
         return error_body(request, 500, "internal server error (logged)")
 
@@ -104,6 +120,8 @@ class AppResource(Resource):
     def render(self, request):
         try:
             unquote_to_bytes(request.uri).decode("utf-8")
+            (request.getHeader(b"host") or b"").decode("utf-8")
         except UnicodeDecodeError:
-            return error_body(request, 400, "the URL is not valid UTF-8")
+            answered_early(request)
+            return error_body(request, 400, "the URL or Host header is not valid UTF-8")
         return self._routes.render(request)

@@ -14,7 +14,7 @@ from twisted.web.static import File
 from .. import tus
 from ..errors import BadRequest, ClientError, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
 from ..receive import BodyReceiver
-from .common import AppResource, add_error_handlers, error_body, header, json_body
+from .common import AppResource, add_error_handlers, answered_early, error_body, header, json_body
 
 UPLOADS = "/incoming/frontend/uploads"
 SCRIPT = Path(__file__).parent / "static" / "incoming.js"
@@ -82,7 +82,7 @@ class Frontend:
             method == b"POST"
             and _CREATION_URL.fullmatch(path)
             and length != 0
-            and header(request, "content-type") == tus.OFFSET_CONTENT_TYPE
+            and request.getHeader(b"content-type") == tus.OFFSET_CONTENT_TYPE.encode()
         ):
             return BodyReceiver(ensureDeferred(self._prepare_creation(request, length)))
         return None
@@ -333,8 +333,6 @@ class _FrontendResource(AppResource):
             try:
                 check_tus_version(request)
             except ClientError as e:
-                if request.body_receiver is not None:
-                    # Its data was refused for the same reason; the answer is given here.
-                    request.body_receiver.outcome.addErrback(lambda _: None)
+                answered_early(request)
                 return error_body(request, e.code, e.message)
         return super().render(request)
