@@ -24,11 +24,11 @@ def peers():
     The Node peers of the benchmark (@tus/server), installed from
     benchmarks/package-lock.json if they are not there yet.
     """
-    if not shutil.which("nginx") or not shutil.which("curl") or not Path("/usr/bin/chromium").exists():
-        pytest.skip("nginx, curl and chromium are needed (scripts/install-system-deps installs them)")
+    # scripts/install-system-deps (run by make test) installs them.
+    for tool in ("nginx", "curl", "npm"):
+        assert shutil.which(tool), f"{tool} is needed: run scripts/install-system-deps"
+    assert Path("/usr/bin/chromium").exists(), "chromium is needed: run scripts/install-system-deps"
     if not (BENCHMARKS / "node_modules" / "@tus" / "server").is_dir():
-        if not shutil.which("npm"):
-            pytest.skip("npm is needed to install the benchmark's Node peers")
         subprocess.run(
             ["npm", "ci", "--prefix", str(BENCHMARKS), "--no-audit", "--no-fund", "--loglevel=error"],
             check=True,
