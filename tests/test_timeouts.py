@@ -165,3 +165,20 @@ def test_sweep_forgets_ended_uploads_and_removes_orphans(start_server, backend, 
     server.log.wait_for(f"upload {ticket}: record removed after retention")
     assert not (storage / f"{ticket}.json").exists()
     assert tus.head(url).status_code == 404
+
+
+def test_sweep_never_removes_a_file_the_backend_kept(start_server, backend):
+    server = start_server("--retention", "1s", "--sweep-interval", "1s")
+    tus = TusClient(server)
+    kept = server.new_ticket(backend, removeFileWhenFinished="false")
+    url = tus.create(kept, 4)
+    tus.patch(url, 0, b"mine")
+    assert tus.wait_until_over(url)["state"] == "finished"
+    # A second upload, ended after the first: once the sweep has forgotten
+    # it, it has looked at the first one too.
+    other = server.new_ticket(backend)
+    url = tus.create(other, 1)
+    tus.patch(url, 0, b"x")
+    assert tus.wait_until_over(url)["state"] == "finished"
+    server.log.wait_for(f"upload {other}: record removed after retention")
+    assert (server.storage / f"{kept}.data").read_bytes() == b"mine"

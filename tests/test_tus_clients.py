@@ -25,23 +25,13 @@ from playwright.sync_api import sync_playwright
 from tusclient import client as tuspy
 from tusclient.storage.filestorage import FileStorage
 
+from browser import CHROMIUM, CHROMIUM_ARGS
 from harness import random_file, sha256_of
 
 TESTS = Path(__file__).resolve().parent
 NODE_MODULES = TESTS / "node_modules"
 TUS_DRIVER = TESTS / "js" / "tus_upload.mjs"
 UPPY_DIST = NODE_MODULES / "uppy" / "dist"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MiB = 1 << 20
 
 

@@ -469,52 +469,36 @@
         // Ends
 
         markFinished() {
-            if (this.over) {
-                return;
-            }
-            this.stop();
-            this.over = true;
-            this.finished = true;
-            this.dataDone = true;
-            this.bytes_acked = this.bytes_tx = this.bytes_total;
-            this.chunks_ahead = 0;
-            this.connected = false;
-            this.paused = false;
-            this.can_pause = false;
-            this.can_cancel = false;
-            this.state_msg = 'all done';
-            this.progress();
-            this.emit('onfinished');
+            this.endUpload(() => {
+                this.finished = true;
+                this.dataDone = true;
+                this.bytes_acked = this.bytes_total;
+            }, 'all done', 'onfinished');
         }
 
         markCancelled(reason) {
-            if (this.over) {
-                return;
-            }
-            this.stop();
-            this.over = true;
-            this.cancelled = true;
-            this.cancelling = false;
-            this.cancel_msg = reason;
-            this.bytes_tx = this.bytes_acked;
-            this.chunks_ahead = 0;
-            this.connected = false;
-            this.paused = false;
-            this.can_pause = false;
-            this.can_cancel = false;
-            this.state_msg = 'cancelled: ' + reason;
-            this.progress();
-            this.emit('oncancelled');
+            this.endUpload(() => {
+                this.cancelled = true;
+                this.cancel_msg = reason;
+            }, 'cancelled: ' + reason, 'oncancelled');
         }
 
         fail(code, message) {
+            this.endUpload(() => {
+                this.error_code = code;
+                this.error_msg = message;
+            }, 'error: ' + message, 'onerror');
+        }
+
+        // The one way an upload ends (once): `outcome` sets what is
+        // particular to the ending, the rest is common to all three.
+        endUpload(outcome, message, callback) {
             if (this.over) {
                 return;
             }
             this.stop();
             this.over = true;
-            this.error_code = code;
-            this.error_msg = message;
+            outcome();
             this.bytes_tx = this.bytes_acked;
             this.chunks_ahead = 0;
             this.connected = false;
@@ -522,9 +506,9 @@
             this.cancelling = false;
             this.can_pause = false;
             this.can_cancel = false;
-            this.state_msg = 'error: ' + message;
+            this.state_msg = message;
             this.progress();
-            this.emit('onerror');
+            this.emit(callback);
         }
 
         // What ends a run: a Stale outcome ends it quietly.
