@@ -83,12 +83,14 @@ def build(config):
     The whole server as one service.
     """
     storage = LocalStorage(config.storage)
-    registry = FileRegistry(config.storage)
+    registry = FileRegistry(config.storage, reactor)
     backend = Backend(reactor, config.handover_timeout, config.handover_retry_period)
     uploads = Uploads(config, storage, registry, backend, reactor)
     frontend = Frontend(uploads, config)
 
     top = MultiService()
+    # Started first and stopped last: the saves of the others' last moves land.
+    registry.setServiceParent(top)
     uploads.setServiceParent(top)
     frontend_site = UploadSite(frontend.resource(), frontend.route_body, timeout=config.receive_timeout)
     Listener("frontend", config.frontend, frontend_site).setServiceParent(top)

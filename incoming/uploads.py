@@ -155,12 +155,15 @@ class Uploads(Service):
 
     async def settled(self, upload):
         """
-        Wait until a request whose connection dropped has stored what it
-        received, so that the offset a client is told next is the true one.
+        Wait until what a client is told next of C{upload} is what a restart
+        would find: a request whose connection dropped has stored what it
+        received (so the offset is the true one), and the upload's record is
+        saved (states change in memory first, on disk a moment later).
         """
         writer = self._writers.get(upload.id)
         if writer is not None and writer.receiver is not None and writer.receiver.dropped:
             await writer.closed
+        await self.registry.flushed(upload.id)
 
     def expires(self, upload):
         """
@@ -689,11 +692,14 @@ class Uploads(Service):
                 if self._kept_for_backend(upload):
                     continue
                 del self._uploads[upload.id]
-                self.registry.remove(upload.id)
-                self.log.info("upload {upload_id}: record removed after retention", upload_id=upload.id)
+                self._remove_record(upload.id, "upload {upload_id}: record removed after retention")
         for upload_id in set(self.storage.upload_ids()) - set(self._uploads):
             self.storage.remove(upload_id)
             self.log.info("removed orphaned data of upload {upload_id}", upload_id=upload_id)
         for upload_id in set(self.registry.upload_ids()) - set(self._uploads):
-            self.registry.remove(upload_id)
-            self.log.info("removed orphaned state of upload {upload_id}", upload_id=upload_id)
+            self._remove_record(upload_id, "removed orphaned state of upload {upload_id}")
+
+    def _remove_record(self, upload_id, message):
+        d = self.registry.remove(upload_id)
+        d.addCallback(lambda _: self.log.info(message, upload_id=upload_id))
+        d.addErrback(lambda f: self.log.failure("removing the record of {upload_id}", f, upload_id=upload_id))

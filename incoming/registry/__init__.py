@@ -21,6 +21,13 @@ class IRegistry(Interface):
         @return: a L{Deferred} that fires once the record is stored.
         """
 
+    def flushed(upload_id):
+        """
+        A L{Deferred} that fires once every save and removal of
+        C{upload_id} asked for so far is carried out (or has failed), so
+        that what is read of the upload next is what a restart would find.
+        """
+
     def load_all():
         """
         Every stored record, for the start of the server. Records that cannot

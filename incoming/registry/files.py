@@ -2,6 +2,13 @@
 Upload records as JSON files in the storage directory, beside the data:
 written to a temporary file, then renamed over the old one, so a crash at
 any point leaves either the old record or the new one.
+
+The writing (and the fsyncs that make a record durable) happens in one
+thread of the registry's own, never on the reactor thread: a burst of new
+uploads would otherwise stall every connection for the length of hundreds
+of fsyncs. Saves that arrive while the thread is busy wait for the next
+batch, where the newest record of an upload replaces any older one still
+waiting and one directory fsync covers the whole batch.
 """
 
 import errno
@@ -9,8 +16,13 @@ import json
 import os
 from pathlib import Path
 
-from twisted.internet.defer import succeed
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ..errors import InsufficientStorage
@@ -20,20 +32,133 @@ RECORD_SUFFIX = ".json"
 _TEMP_SUFFIX = ".json.tmp"
 
 
-@implementer(IRegistry)
-class FileRegistry:
-    log = Logger()
+@attrs.define
+class _Pending:
+    """
+    What is to become of one upload's record in the next batch: C{record}
+    written (C{None}: the record removed), and who waits for it.
+    """
 
-    def __init__(self, directory):
+    record: dict | None
+    durable: bool
+    waiters: list = attrs.Factory(list)
+
+
+@implementer(IRegistry)
+class FileRegistry(Service):
+    log = Logger()
+    name = "registry"
+
+    def __init__(self, directory, reactor):
         self.directory = Path(directory).absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="incoming-registry")
+        self._pending = {}
+        self._batch = None  # the Deferred of the batch being written
+        self._writing = {}  # and what is in it
+        self._drained = []
+
+    def startService(self):
+        super().startService()
+        self._pool.start()
+
+    def stopService(self):
+        super().stopService()
+        d = self._wait_drained()
+        d.addCallback(lambda _: self._pool.stop())
+        return d
+
+    def _wait_drained(self):
+        if self._batch is None:
+            return succeed(None)
+        d = Deferred()
+        self._drained.append(d)
+        return d
 
     def _path(self, upload_id):
         return self.directory / (upload_id + RECORD_SUFFIX)
 
     def save(self, record, durable):
-        # Small files on a local disk: writing inline costs less than a
-        # thread hop, and keeps saves of one upload in order.
+        return self._enqueue(record["id"], record, durable)
+
+    def remove(self, upload_id):
+        return self._enqueue(upload_id, None, False)
+
+    def flushed(self, upload_id):
+        entry = self._pending.get(upload_id) or self._writing.get(upload_id)
+        if entry is None:
+            return succeed(None)
+        d = Deferred()
+        entry.waiters.append(d)
+        # Only the waiting counts here: a failed save has its own reader.
+        d.addErrback(lambda _: None)
+        return d
+
+    def _enqueue(self, upload_id, record, durable):
+        earlier = self._pending.pop(upload_id, None)
+        entry = _Pending(record, durable)
+        if earlier is not None:
+            # Superseded before it was written: the newer record stands for
+            # both, and is as durable as either asked.
+            entry.durable = durable or earlier.durable
+            entry.waiters = earlier.waiters
+        d = Deferred()
+        entry.waiters.append(d)
+        self._pending[upload_id] = entry
+        if self._batch is None:
+            self._write_next_batch()
+        return d
+
+    def _write_next_batch(self):
+        batch, self._pending = self._pending, {}
+        self._writing = batch
+        if self._pool.started:
+            self._batch = deferToThreadPool(self._reactor, self._pool, self._write_batch, batch)
+        else:
+            # Before start or after stop (a last save during shutdown).
+            self._batch = succeed(self._write_batch(batch))
+        self._batch.addCallback(self._batch_written, batch)
+
+    def _batch_written(self, outcomes, batch):
+        self._batch = None
+        self._writing = {}
+        if self._pending:
+            self._write_next_batch()
+        else:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+        for upload_id, entry in batch.items():
+            outcome = outcomes.get(upload_id)
+            for d in entry.waiters:
+                if outcome is None:
+                    d.callback(None)
+                else:
+                    d.errback(outcome)
+
+    def _write_batch(self, batch):
+        """
+        In the registry's thread: carry out C{batch}. Returns the failures by
+        upload id; the others succeeded.
+        """
+        outcomes = {}
+        synced = False
+        for upload_id, entry in batch.items():
+            try:
+                if entry.record is None:
+                    self._unlink(upload_id)
+                else:
+                    self._write(entry.record, entry.durable)
+                    synced = synced or entry.durable
+            except Exception:
+                # Handed to whoever waits for this save, on the reactor thread.
+                outcomes[upload_id] = Failure()
+        if synced:
+            self._sync_directory()
+        return outcomes
+
+    def _write(self, record, durable):
         path = self._path(record["id"])
         temp = path.with_suffix(_TEMP_SUFFIX)
         data = json.dumps(record, separators=(",", ":")).encode()
@@ -53,9 +178,10 @@ class FileRegistry:
                 # The previous record stays in place, and stays true.
                 raise InsufficientStorage("storage is full: the upload's state could not be saved")
             raise
-        if durable:
-            self._sync_directory()
-        return succeed(None)
+
+    def _unlink(self, upload_id):
+        for path in (self._path(upload_id), self._path(upload_id).with_suffix(_TEMP_SUFFIX)):
+            path.unlink(missing_ok=True)
 
     def _sync_directory(self):
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -76,14 +202,6 @@ class FileRegistry:
             except (OSError, ValueError) as e:
                 self.log.warn("skipping unreadable upload record {path}: {error}", path=str(path), error=e)
         return succeed(records)
-
-    def remove(self, upload_id):
-        for path in (self._path(upload_id), self._path(upload_id).with_suffix(_TEMP_SUFFIX)):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-        return succeed(None)
 
     def upload_ids(self):
         return [

@@ -100,7 +100,8 @@ class BackendAPI:
 
     @app.route(NEW + "/upload/<upload_id>", methods=["GET"])
     @app.route(OLD + "/upload/<upload_id>", methods=["GET"])
-    def status(self, request, upload_id):
+    async def status(self, request, upload_id):
         upload = self._upload(request, upload_id)
+        await self.uploads.settled(upload)
         return json_body(request, self.uploads.status(upload))
 

@@ -236,6 +236,7 @@ class Frontend:
                 await waiting
             except CancelledError:
                 return b""  # the client went away
+        await self.uploads.settled(upload)
         request.setHeader("cache-control", "no-store")
         return json_body(request, self.uploads.status(upload))
 
