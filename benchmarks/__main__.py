@@ -11,7 +11,6 @@ min-max.
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -20,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 from . import report
-from .clients import chunked_upload, curl_upload, tus_patch_headers
+from .clients import chunked_upload, curl_upload, load_job, run_load, tus_patch_headers
 from .servers import ROOT, HandoverBackend, Incoming, Nginx, TusNode, sha256_of
 
 MiB = 1 << 20
@@ -260,40 +257,10 @@ class Bench:
             self.stop_all()
 
     def concurrent_run(self, server, count, size, data_path, digests):
-        session = requests.Session()
-        job = {
-            "kind": server.kind,
-            "host": "127.0.0.1",
-            "port": server.port,
-            "count": count,
-            "size": size,
-            "pieces": list(range(len(digests))),
-            "data_file": str(data_path),
-        }
-        if server.kind == "put":
-            job["put_urls"] = [server.upload_url(f"{time.monotonic_ns()}-{i}") for i in range(count)]
-            probe = server.upload_url("probe")
-            requests.put(probe, data=b"probe")
-            job["head_url"] = probe
-        else:
-            job["uploads_url"] = server.uploads_url
-            if server.kind == "incoming":
-                job["tickets"] = [report.b64(server.ticket(session)) for _ in range(count)]
-            job["head_url"] = server.create(1, session)
-        session.close()
+        job = load_job(server, count, size, data_path, len(digests))
         server.stats.reset_peak_rss()
         cpu_before = server.stats.cpu_seconds()
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks.load"],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"load client failed: {result.stderr[-2000:]}")
-        outcome = json.loads(result.stdout)
+        outcome = run_load(job)
         done = [u for u in outcome["uploads"] if "seconds" in u]
         # Every upload that succeeded must have landed intact.
         if server.kind == "incoming":

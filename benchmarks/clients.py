@@ -5,11 +5,18 @@ keep-alive client for chunked uploads, both sending straight from the file
 as little CPU as possible on a machine it shares with the server.
 """
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import requests
+
+from .servers import b64
 
 CURL = "curl"
 
@@ -110,3 +117,50 @@ def chunked_upload(url, path, chunk_size):
     finally:
         os.close(fd)
         client.close()
+
+
+def load_job(server, count, size, data_path, pieces):
+    """
+    The job for the concurrency load client (benchmarks/load.py): C{count}
+    uploads of C{size} bytes to C{server}, each one of the first C{pieces}
+    pieces of the file at C{data_path}. Makes the tickets or PUT URLs it
+    needs, and the URL the HEAD probe times.
+    """
+    job = {
+        "kind": server.kind,
+        "host": "127.0.0.1",
+        "port": server.port,
+        "count": count,
+        "size": size,
+        "pieces": list(range(pieces)),
+        "data_file": str(data_path),
+    }
+    with requests.Session() as session:
+        if server.kind == "put":
+            job["put_urls"] = [server.upload_url(f"{time.monotonic_ns()}-{i}") for i in range(count)]
+            probe = server.upload_url("probe")
+            session.put(probe, data=b"probe")
+            job["head_url"] = probe
+        else:
+            job["uploads_url"] = server.uploads_url
+            if server.kind == "incoming":
+                job["tickets"] = [b64(server.ticket(session)) for _ in range(count)]
+            job["head_url"] = server.create(1, session)
+    return job
+
+
+def run_load(job):
+    """
+    Run the load client on C{job}; its outcome (see benchmarks/load.py).
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load"],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"load client failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)

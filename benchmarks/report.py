@@ -4,7 +4,6 @@ Turns the runs into the results: medians with min-max, ratios pair by pair
 the targets of the benchmark issue, a reStructuredText table and a PNG plot.
 """
 
-import base64
 import json
 import statistics
 import sys
@@ -13,10 +12,6 @@ INCOMING = "Incoming!! sha256 on"
 INCOMING_OFF = "Incoming!! sha256 off"
 NGINX = "nginx PUT"
 TUS = "@tus/server"
-
-
-def b64(text):
-    return base64.b64encode(text.encode()).decode()
 
 
 def percentile(values, p):
