@@ -447,10 +447,7 @@ class Uploads(Service):
                 f"{'size limit' if upload.length is None and length is None else 'length'} of "
                 f"{offset + room} bytes"
             )
-        stored = self.storage.open(upload.id)
-        if stored.size != upload.offset:
-            # Leftovers of a chunk that was never confirmed.
-            stored.truncate(upload.offset)
+        stored = self.storage.open_at(upload.id, upload.offset)
         if checksum is not None:
             upload.checksum_pending = True
             await self._save(upload)

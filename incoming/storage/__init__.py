@@ -22,6 +22,16 @@ class IStorage(Interface):
         @rtype: L{IStoredFile}
         """
 
+    def open_at(upload_id, offset):
+        """
+        The data of C{upload_id} for appending at C{offset}: bytes past it
+        (left by a chunk that was never confirmed) are dropped. Does not
+        block: the file is opened by the first call on it, which comes from
+        a worker thread.
+
+        @rtype: L{IStoredFile}
+        """
+
     def size(upload_id):
         """
         The number of bytes stored for C{upload_id}, 0 if none. Blocking.

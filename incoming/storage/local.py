@@ -38,6 +38,9 @@ class LocalStorage:
     def open(self, upload_id):
         return LocalFile(self.path(upload_id))
 
+    def open_at(self, upload_id, offset):
+        return LocalFile(self.path(upload_id), offset)
+
     def size(self, upload_id):
         try:
             return self.path(upload_id).stat().st_size
@@ -90,16 +93,31 @@ class LocalFile:
     some network filesystems) every write is buffered, as before.
     """
 
-    def __init__(self, path):
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def __init__(self, path, offset=None):
         self._path = path
+        self._fd = None
         # The descriptor for direct writes is opened by the first large
-        # append, in the worker thread: files are opened in the reactor
-        # thread, where each system call delays every other request.
+        # append.
         self._direct = None
-        self.size = os.fstat(self._fd).st_size
+        self.size = None
+        self._offset = offset
+        if offset is None:
+            self._open()
+
+    def _open(self):
+        """
+        Open the file (at once, or for L{LocalStorage.open_at} with the first
+        call, in the worker thread: creating a file costs the reactor thread
+        a tenth of its time when hundreds of uploads start at once).
+        """
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.size = os.fstat(self._fd).st_size
+            if self._offset is not None and self.size != self._offset:
+                self.truncate(self._offset)
 
     def append(self, buffers):
+        self._open()
         before = self.size
         try:
             views = [memoryview(b).cast("B") for b in buffers]
@@ -168,12 +186,14 @@ class LocalFile:
         del views[:]
 
     def truncate(self, size):
+        self._open()
         os.ftruncate(self._fd, size)
         self.size = size
 
     def sync(self):
         # Direct writes skip the page cache, but only fsync makes the
         # device's own cache and the file's size durable.
+        self._open()
         os.fsync(self._fd)
 
     def read(self, chunk_size):
@@ -182,9 +202,9 @@ class LocalFile:
                 yield chunk
 
     def close(self):
-        if self._fd >= 0:
+        if self._fd is not None and self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1
+        self._fd = -1
         if self._direct is not None and self._direct >= 0:
             os.close(self._direct)
         self._direct = -1
