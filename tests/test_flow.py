@@ -92,3 +92,14 @@ def test_no_digest_hands_over_without_sha256(start_server, backend):
     call = backend.next_call()
     assert call["sha256"] == ""
     assert call["received_sha256"] == hashlib.sha256(b"hello").hexdigest()
+
+
+def test_handover_reaches_a_backend_named_by_host_name(server, backend, tus):
+    # Addresses are connected to directly; names go through resolution.
+    by_name = backend.url.replace("127.0.0.1", "localhost")
+    ticket = server.new_ticket(None, signalFinishURL=by_name)
+    url = tus.create(ticket, 5)
+    assert tus.patch(url, 0, b"hello").status_code == 204
+    call = backend.next_call()
+    assert (call["id"], call["received_size"]) == (ticket, 5)
+    assert tus.wait_until_over(url)["state"] == "finished"
