@@ -5,7 +5,9 @@ tus-js-client, on the same page. The page comes from its own loopback origin,
 as a web app's page would, and loads incoming.js from the Incoming!! server.
 """
 
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -34,12 +36,22 @@ PAGE = """<!doctype html>
 function theFile() {{ return document.getElementById("file").files[0]; }}
 
 // Resolves with the milliseconds from the start to onfinished (the backend
-// has taken the file: what a web app waits for).
+// has taken the file: what a web app waits for) and the size of each chunk
+// incoming.js sent (it sizes them by the connection's speed).
 window.viaIncoming = function (ticket) {{
     return new Promise(function (resolve, reject) {{
         const started = performance.now();
         const u = incoming.Uploader(ticket, theFile());
-        u.onfinished = function () {{ resolve(performance.now() - started); }};
+        const chunks = [];
+        let acked = 0, ackedChunks = 0;
+        u.onprogress = function () {{
+            if (u.chunks_acked_now > ackedChunks) {{
+                chunks.push(u.bytes_acked - acked);
+                ackedChunks = u.chunks_acked_now;
+            }}
+            acked = u.bytes_acked;
+        }};
+        u.onfinished = function () {{ resolve({{millis: performance.now() - started, chunks: chunks}}); }};
         u.onerror = function () {{
             if (u.error_code >= 10) reject(new Error(u.error_code + " " + u.error_msg));
         }};
@@ -137,7 +149,14 @@ class Browser:
             page.set_input_files("#file", str(path))
             page.set_default_timeout(timeout * 1000)
             if client == "incoming.js":
-                millis = page.evaluate("ticket => viaIncoming(ticket)", ticket)
+                result = page.evaluate("ticket => viaIncoming(ticket)", ticket)
+                millis = result["millis"]
+                # incoming.js sizes its chunks itself (by the connection's
+                # speed, within the server's --chunk-size): say what it chose.
+                sizes = [size / (1 << 20) for size in result["chunks"]]
+                said = ", ".join(f"{size:.1f}" for size in sizes) if len(sizes) <= 6 else f"at most {max(sizes):.1f}"
+                print(time.strftime("%H:%M:%S"), f"  incoming.js sent {len(sizes)} chunks, MiB: {said}",
+                      file=sys.stderr, flush=True)
             else:
                 millis = page.evaluate("([t, e, c]) => viaTusJs(t, e, c)", [ticket, endpoint, chunk_size])
             return millis / 1000

@@ -75,7 +75,7 @@ class Config:
     backend: str = "tcp:4001:interface=127.0.0.1"
     storage: Path = Path("incoming-storage")
     max_size: int = 64 << 30
-    chunk_size: int = 8 << 20
+    chunk_size: int = 0
     idle_timeout: float = 12 * 3600.0
     handover_timeout: float = 55.0
     confirmation_timeout: float = 600.0
@@ -95,7 +95,13 @@ _SETTINGS = [
     ("backend", str, "Endpoint for the private backend API."),
     ("storage", Path, "Directory where uploads and their state are stored."),
     ("max_size", parse_size, "Largest upload accepted, e.g. 64G (0: no limit)."),
-    ("chunk_size", parse_size, "Chunk size suggested to browser clients."),
+    (
+        "chunk_size",
+        parse_size,
+        "Largest chunk incoming.js sends in one request, e.g. 50M to stay "
+        "under a reverse proxy's body size limit (0: no limit; incoming.js "
+        "sizes its chunks by the speed of the connection).",
+    ),
     ("idle_timeout", parse_duration, "Cancel an upload after this long without data."),
     ("handover_timeout", parse_duration, "Time limit of one handover request."),
     (
@@ -147,7 +153,7 @@ _FLAGS = [
 
 _DEFAULT_TEXT = {
     "max_size": "64G",
-    "chunk_size": "8M",
+    "chunk_size": "0",
     "idle_timeout": "12h",
     "handover_timeout": "55s",
     "confirmation_timeout": "600s",

@@ -76,6 +76,8 @@ window.track = function (name, ticket, index, hooks) {{
         frac_out_of_range: false,
         connections: [],       // bytes_acked each time `connected` turned true
         sending_from: [],      // bytes_acked each time state_msg turned to "uploading"
+        chunk_sizes: [],       // bytes confirmed by each chunk, in order
+        acked_chunks_now: 0,
         at_end: null,          // snapshot at the terminal callback
         marks: {{}},           // set by hooks
     }};
@@ -92,6 +94,8 @@ window.track = function (name, ticket, index, hooks) {{
         rec.max_bytes_ahead = Math.max(rec.max_bytes_ahead, up.bytes_ahead);
         rec.max_chunks_ahead = Math.max(rec.max_chunks_ahead, up.chunks_ahead);
         if (up.bytes_acked < lastAcked && !up.cancelled && up.error_code === null) rec.acked_went_back = true;
+        if (up.chunks_acked_now > rec.acked_chunks_now) rec.chunk_sizes.push(up.bytes_acked - lastAcked);
+        rec.acked_chunks_now = up.chunks_acked_now;
         lastAcked = up.bytes_acked;
         if (up.bytes_tx > up.bytes_total) rec.tx_beyond_total = true;
         if (!(up.frac_complete >= 0 && up.frac_complete <= 1)) rec.frac_out_of_range = true;

@@ -122,8 +122,7 @@ def test_uploader_api(server, browser_page, tmp_path):
     assert shape["errors"]["TICKET_UNKNOWN"] == 20
 
 
-def test_200_mb_file(start_server, backend, browser_page, tmp_path):
-    server = start_server("--chunk-size=16M")
+def test_200_mb_file(server, backend, browser_page, tmp_path):
     size = 200 * MB
     source = random_file(tmp_path / "big video.mp4", size, seed=200)
     ticket = server.new_ticket(backend, backendSecret="s3cret")
@@ -137,12 +136,44 @@ def test_200_mb_file(start_server, backend, browser_page, tmp_path):
     assert_arrived(call, source, ticket)
     assert call["backendSecret"] == "s3cret"
     assert_finished(report, size)
-    # Chunks as the server suggested: 16 MiB each, the last one shorter.
-    assert report["at_end"]["chunks_acked_now"] == report["at_end"]["chunks_tx_now"] == 13
+    # The first chunk is 8 MiB; the next ones are what the connection sends
+    # in about two seconds (the server sets no limit by default): over
+    # loopback, far larger, so far fewer requests than 8 MiB chunks.
+    chunks = report["chunk_sizes"]
+    assert report["at_end"]["chunks_acked_now"] == report["at_end"]["chunks_tx_now"] == len(chunks)
+    assert sum(chunks) == size
+    assert chunks[0] == 8 * MB
+    assert max(chunks) > 8 * MB and len(chunks) < 25, chunks
     assert report["max_bytes_ahead"] > 0
     assert report["flags_seen"]["connected=true"] and report["flags_seen"]["can_pause=true"]
     assert report["messages"][-2:] == ["the upload server is handing the file over to the web app", "all done"]
     assert server.status(ticket, "s3cret")["state"] == "finished"
+
+
+def test_chunks_within_the_server_limit(start_server, backend, browser_page, tmp_path):
+    """
+    --chunk-size caps the chunks (for a reverse proxy's body size limit):
+    below the 8 MiB first chunk it is every chunk's size; above it, chunks
+    grow up to it and never past it.
+    """
+    for limit, size, expected in ((3, 10, [3, 3, 3, 1]), (12, 40, None)):
+        server = start_server(f"--chunk-size={limit}M", storage=tmp_path / f"storage-{limit}")
+        source = random_file(tmp_path / f"capped-{limit}.bin", size * MB, seed=limit)
+        ticket = server.new_ticket(backend)
+        page = browser_page.open(server)
+        page.choose(source)
+
+        page.upload("c", ticket)
+        report = page.wait_for_outcome("c")
+
+        assert_arrived(backend.next_call(), source, ticket)
+        assert_finished(report, size * MB)
+        chunks = report["chunk_sizes"]
+        assert sum(chunks) == size * MB
+        if expected:
+            assert chunks == [n * MB for n in expected]
+        else:
+            assert chunks[0] == 8 * MB and max(chunks) == limit * MB, chunks
 
 
 def test_three_concurrent_uploads(start_server, backend, browser_page, tmp_path):

@@ -28,7 +28,15 @@ def test_options_advertises_the_protocol(server):
     }
     assert "sha1" in response.headers["Tus-Checksum-Algorithm"].split(",")
     assert response.headers["Tus-Max-Size"] == str(64 << 30)
-    assert response.headers["Incoming-Chunk-Size"] == str(8 << 20)
+    # No chunk size limit unless --chunk-size sets one.
+    assert "Incoming-Chunk-Size" not in response.headers
+
+
+def test_options_advertises_the_chunk_size_limit(start_server):
+    server = start_server("--chunk-size=50M")
+    response = requests.options(server.uploads_url, headers={"Origin": "http://app.example"})
+    assert response.headers["Incoming-Chunk-Size"] == str(50 << 20)
+    assert "Incoming-Chunk-Size" in response.headers["Access-Control-Expose-Headers"]
 
 
 def test_claim_patch_head(server, backend, tus):

@@ -275,7 +275,9 @@ class Frontend:
         request.setHeader("tus-checksum-algorithm", ",".join(tus.CHECKSUM_ALGORITHMS))
         if self.config.max_size:
             request.setHeader("tus-max-size", str(self.config.max_size))
-        request.setHeader("incoming-chunk-size", str(self.config.chunk_size))
+        if self.config.chunk_size:
+            # The largest chunk incoming.js may send (none when absent).
+            request.setHeader("incoming-chunk-size", str(self.config.chunk_size))
 
     def cors_headers(self, request):
         try:
