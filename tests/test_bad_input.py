@@ -3,6 +3,7 @@ Bad input and hostile conditions get a clear 4xx (or 507 for a full disk)
 with a one-line message, and never cost an upload its acknowledged bytes.
 """
 
+import socket
 import subprocess
 
 import pytest
@@ -102,3 +103,17 @@ def test_patch_on_an_unclaimed_ticket_is_404(server, backend, tus):
     response = tus.patch(server.uploads_url + ticket, 0, b"abc")
     assert response.status_code == 404
     assert response.text == f"upload {ticket} has not been created yet (claim the ticket with POST)"
+
+
+def test_host_that_is_no_host_name_is_400(server):
+    for host in (b".", b"a..b", b"x" * 64 + b".example"):
+        with socket.create_connection(("127.0.0.1", server.frontend_port), timeout=10) as sock:
+            sock.sendall(b"GET /incoming/frontend/incoming.js HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"host name"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 400 "), (host, answer[:200])
+        assert answer.endswith(b"\r\n\r\nthe Host header is not a valid host name"), (host, answer[-200:])

@@ -8,7 +8,7 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
 
 from ..errors import BadRequest, ClientError
 
@@ -124,4 +124,9 @@ class AppResource(Resource):
         except UnicodeDecodeError:
             answered_early(request)
             return error_body(request, 400, "the URL or Host header is not valid UTF-8")
-        return self._routes.render(request)
+        try:
+            return self._routes.render(request)
+        except BadHost:
+            # Raised by the URL map before any error handler is in place.
+            answered_early(request)
+            return error_body(request, 400, "the Host header is not a valid host name")
