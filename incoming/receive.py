@@ -20,9 +20,10 @@ import threading
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 
 from .errors import ClientError
@@ -281,7 +282,7 @@ class BodyReceiver:
             return
         if self._pending and self._session is not None and not self._discard:
             self._writing = True
-            d = deferToThread(self._drain, self._session)
+            d = _writers.run(self._drain, self._session)
             d.addCallbacks(self._drained, self._write_failed)
         elif self._body_over and (self._session is not None or self._discard):
             self._finish()
@@ -310,12 +311,14 @@ class BodyReceiver:
                 # There is room again: read on while this batch is written.
                 reactor.callFromThread(self._resume_if_low)
             size = sum(map(len, batch))
+            # A lone upload hashes beside its writes; many share the cores.
+            hash_beside = _writers.busy <= 1
             try:
                 room = session.limit - session.written
                 if size > room:
-                    session.write(_first_bytes(batch, room))
+                    session.write(_first_bytes(batch, room), hash_beside)
                     return True
-                session.write(batch)
+                session.write(batch, hash_beside)
             finally:
                 _budget.release(size)
 
@@ -372,6 +375,46 @@ class BodyReceiver:
         elif self._paused and not paused:
             self._paused = False
             self._transport.resumeProducing()
+
+
+class _WriterThreads:
+    """
+    The threads that write upload data, apart from the reactor's pool
+    (which takes fsyncs and other blocking calls), and the number of
+    uploads that have data being written or waiting for a writer.
+
+    Few threads: a writer mostly waits for the disk or for a core. Under
+    500 simultaneous uploads, 4 writers took as much per second as 10 did,
+    with half the thread switches and a third of the delay in answering
+    other requests; 20 took less.
+    """
+
+    count = 4
+
+    def __init__(self):
+        self._pool = None
+        self.busy = 0
+
+    def run(self, drain, session):
+        """
+        C{drain(session)} in a writer thread; a L{Deferred} of its result.
+        Called from the reactor thread.
+        """
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=self.count, name="incoming-writer")
+            self._pool.start()
+            reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        self.busy += 1
+        d = deferToThreadPool(reactor, self._pool, drain, session)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result):
+        self.busy -= 1
+        return result
+
+
+_writers = _WriterThreads()
 
 
 class _ReadBudget:

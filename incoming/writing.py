@@ -71,35 +71,45 @@ class WriteSession:
             f"upload {self.upload.id} would exceed the limit of {self.start + self.limit} bytes"
         )
 
-    def write(self, buffers):
+    def write(self, buffers, hash_beside=True):
         """
         Append C{buffers} and feed them to the digests; runs in a worker
         thread. If the append fails, the digests do not include C{buffers}.
 
-        The hashing runs beside the append, in a thread of its own: each
-        takes about as long as the other (sha256 runs at about 1.8 GB/s, a
-        direct write about as fast), both release the GIL, and done one
-        after the other they made this the slowest stage of the pipeline.
+        With C{hash_beside}, the hashing runs beside the append, in a thread
+        of its own: for a single upload each takes about as long as the
+        other (sha256 runs at about 1.8 GB/s, a direct write about as fast),
+        both release the GIL, and done one after the other they made this
+        the slowest stage of the pipeline. When several uploads are writing,
+        their writers already keep the cores busy, and handing each batch to
+        another thread only adds thread switches: the caller then hashes
+        here, after the append.
         """
-        before = self._digests_now()
-        digested = _hashers.submit(self._digest, buffers)
+        if not hash_beside:
+            self._append(buffers)
+            self._digest(buffers)
+        else:
+            before = self._digests_now()
+            digested = _hashers.submit(self._digest, buffers)
+            try:
+                self._append(buffers)
+            except BaseException:
+                digested.result()
+                self._restore_digests(before)
+                raise
+            digested.result()
+        self.written += sum(map(len, buffers))
+
+    def _append(self, buffers):
         try:
             self.file.append(buffers)
         except OSError as e:
-            digested.result()
-            self._restore_digests(before)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(
                     "storage is full: the chunk was not stored; "
                     f"the upload can resume from offset {self.start + self.written}"
                 )
             raise
-        except BaseException:
-            digested.result()
-            self._restore_digests(before)
-            raise
-        digested.result()
-        self.written += sum(map(len, buffers))
 
     def _digest(self, buffers):
         for buffer in buffers:
