@@ -405,9 +405,12 @@ class HandoverBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = BACKLOG
+        class Server(ThreadingHTTPServer):
+            # Read by listen() in the constructor: 500 handovers arrive at once.
+            request_queue_size = BACKLOG
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
