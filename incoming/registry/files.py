@@ -55,8 +55,7 @@ class FileRegistry(Service):
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="incoming-registry")
         self._pending = {}
-        self._batch = None  # the Deferred of the batch being written
-        self._writing = {}  # and what is in it
+        self._writing = {}  # the batch being written (never empty while it is)
         self._drained = []
 
     def startService(self):
@@ -70,7 +69,7 @@ class FileRegistry(Service):
         return d
 
     def _wait_drained(self):
-        if self._batch is None:
+        if not self._writing:
             return succeed(None)
         d = Deferred()
         self._drained.append(d)
@@ -106,7 +105,7 @@ class FileRegistry(Service):
         d = Deferred()
         entry.waiters.append(d)
         self._pending[upload_id] = entry
-        if self._batch is None:
+        if not self._writing:
             self._write_next_batch()
         return d
 
@@ -114,21 +113,14 @@ class FileRegistry(Service):
         batch, self._pending = self._pending, {}
         self._writing = batch
         if self._pool.started:
-            self._batch = deferToThreadPool(self._reactor, self._pool, self._write_batch, batch)
+            written = deferToThreadPool(self._reactor, self._pool, self._write_batch, batch)
         else:
             # Before start or after stop (a last save during shutdown).
-            self._batch = succeed(self._write_batch(batch))
-        self._batch.addCallback(self._batch_written, batch)
+            written = succeed(self._write_batch(batch))
+        written.addCallback(self._batch_written, batch)
 
     def _batch_written(self, outcomes, batch):
-        self._batch = None
         self._writing = {}
-        if self._pending:
-            self._write_next_batch()
-        else:
-            drained, self._drained = self._drained, []
-            for d in drained:
-                d.callback(None)
         for upload_id, entry in batch.items():
             outcome = outcomes.get(upload_id)
             for d in entry.waiters:
@@ -136,6 +128,13 @@ class FileRegistry(Service):
                     d.callback(None)
                 else:
                     d.errback(outcome)
+        # A waiter may have saved again, and so started the next batch.
+        if self._pending and not self._writing:
+            self._write_next_batch()
+        if not self._writing:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
 
     def _write_batch(self, batch):
         """
