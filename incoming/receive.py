@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 
 from .errors import ClientError
+from .priority import BulkThread
 
 # Non-upload requests (backend API forms, small JSON) never need more.
 MAX_PLAIN_BODY = 256 * 1024
@@ -386,6 +387,7 @@ class _WriterThreads:
     Few threads: a writer mostly waits for the disk or for a core. Under
     500 simultaneous uploads, 4 writers took as much per second as 10 did
     and answered other requests (HEAD p99) in half the time; 20 took less.
+    They yield the CPU to the reactor thread (see L{incoming.priority}).
     """
 
     count = 4
@@ -401,6 +403,7 @@ class _WriterThreads:
         """
         if self._pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=self.count, name="incoming-writer")
+            self._pool.threadFactory = BulkThread
             self._pool.start()
             reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         self.busy += 1

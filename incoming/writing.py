@@ -13,11 +13,17 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 
 from .errors import ChecksumMismatch, InsufficientStorage, TooLarge
+from .priority import lower_priority
 
 # The threads that hash upload data while worker threads write it (see
 # WriteSession.write). Hashing is CPU work: more threads than cores would
 # only queue; a second one on a single core still overlaps with the writes.
-_hashers = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="incoming-hash")
+# Like the writers, they yield the CPU to the reactor thread.
+_hashers = ThreadPoolExecutor(
+    max_workers=max(2, os.cpu_count() or 1),
+    thread_name_prefix="incoming-hash",
+    initializer=lower_priority,
+)
 
 
 class WriteSession:
