@@ -516,16 +516,22 @@ class Uploads(Service):
         if upload.state != "receiving":
             # Cancelled while the data was coming in; nothing to commit.
             return
+        # A record that changes only the offset need not be on disk before
+        # the answer: a restart takes the offset from the data file's size
+        # (see _resume). A verified checksum or a declared length must be.
+        progress_only = not upload.checksum_pending and not (accepted and session.declared_length is not None)
         if accepted and session.declared_length is not None:
             upload.length = session.declared_length
         self._digests[upload.id] = session.digest
         upload.offset = session.start + session.written
         upload.touched = self.clock.seconds()
         upload.checksum_pending = False
-        if upload.offset != upload.length or upload.is_partial:
+        if upload.offset == upload.length and not upload.is_partial:
+            await self._complete(upload, session.file)
+        elif progress_only:
+            self._save_progress(upload)
+        else:
             await self._save(upload)
-            return
-        await self._complete(upload, session.file)
 
     async def _complete(self, upload, stored_file):
         """
@@ -554,6 +560,15 @@ class Uploads(Service):
 
     async def _save(self, upload, durable=False):
         await self.registry.save(upload.to_record(), durable)
+
+    def _save_progress(self, upload):
+        """
+        Save C{upload}'s new offset without waiting: whoever asks for the
+        offset next waits for it (L{settled}). Each chunk of a chunked
+        upload is answered that much sooner.
+        """
+        d = self.registry.save(upload.to_record(), False)
+        d.addErrback(lambda f: self.log.failure("saving the offset of upload {upload_id}", f, upload_id=upload.id))
 
     def _changed(self, upload):
         self._cancel_timer(upload.id)
