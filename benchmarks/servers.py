@@ -300,7 +300,9 @@ class TusNode(Server):
     def clean(self):
         for entry in self.storage.iterdir():
             if entry.is_file():
-                entry.unlink()
+                # The server may still be replacing a record (its temporary
+                # file is then gone by now).
+                entry.unlink(missing_ok=True)
 
 
 class Incoming(Server):
@@ -371,7 +373,9 @@ class Incoming(Server):
     def clean(self):
         for entry in self.storage.iterdir():
             if entry.is_file():
-                entry.unlink()
+                # The server may still be replacing a record (its temporary
+                # file is then gone by now).
+                entry.unlink(missing_ok=True)
 
 
 class HandoverBackend:
