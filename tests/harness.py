@@ -32,6 +32,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def journal_records(storage):
+    """
+    The upload records in the journal of C{storage}, by upload id: the last
+    line of each upload, removals applied (incoming/registry/files.py).
+    """
+    records = {}
+    for line in (Path(storage) / "uploads.journal").read_bytes().splitlines():
+        entry = json.loads(line)
+        if "remove" in entry:
+            records.pop(entry["remove"], None)
+        else:
+            records[entry["id"]] = entry
+    return records
+
+
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -5,9 +5,10 @@ uploads resume from the bytes on disk, handovers are delivered, tickets and
 """
 
 import hashlib
+import json
 import threading
 
-from harness import open_patch, random_file, sha256_of
+from harness import journal_records, open_patch, random_file, sha256_of
 
 
 def sha256_of_bytes(data):
@@ -94,10 +95,29 @@ def test_interrupted_state_write_leaves_the_old_record(server, backend, tus):
     url = tus.create(ticket, 10)
     assert tus.patch(url, 0, b"01234").status_code == 204
     server.kill()
-    # What a crash between writing the new record and renaming it leaves.
-    (server.storage / f"{ticket}.json.tmp").write_text('{"id": "half a rec')
+    # What a crash in the middle of appending a record leaves.
+    journal = server.storage / "uploads.journal"
+    with open(journal, "ab") as f:
+        f.write(b'{"id":"' + ticket.encode() + b'","state":"finis')
     server.start()
     assert tus.offset(url) == 5
-    assert not (server.storage / f"{ticket}.json.tmp").exists()
+    assert journal.read_bytes().endswith(b"\n")
+    assert tus.patch(url, 5, b"56789").status_code == 204
+    assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")
+
+
+def test_records_of_earlier_versions_are_moved_into_the_journal(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    assert tus.patch(url, 0, b"01234").status_code == 204
+    server.kill()
+    # Earlier versions kept each record in a file of its own.
+    record = journal_records(server.storage)[ticket]
+    (server.storage / "uploads.journal").unlink()
+    (server.storage / f"{ticket}.json").write_text(json.dumps(record))
+    server.start()
+    assert tus.offset(url) == 5
+    assert not (server.storage / f"{ticket}.json").exists()
+    assert journal_records(server.storage)[ticket]["state"] == "receiving"
     assert tus.patch(url, 5, b"56789").status_code == 204
     assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")

@@ -5,7 +5,7 @@ retries of a handover whose backend is down or slow.
 
 import threading
 
-from harness import TestBackend, TusClient, free_port, open_patch, random_file, sha256_of
+from harness import TestBackend, TusClient, free_port, journal_records, open_patch, random_file, sha256_of
 
 
 def test_idle_upload_is_cancelled_and_its_file_removed(start_server, backend, tmp_path):
@@ -151,19 +151,21 @@ def test_sweep_forgets_ended_uploads_and_removes_orphans(start_server, backend, 
     storage = tmp_path / "storage"
     storage.mkdir()
     (storage / "OrphanedUploadData0001.data").write_bytes(b"left behind")
-    (storage / "OrphanedUploadState001.json").write_text("{not json")
+    # A record that no upload can be restored from.
+    (storage / "uploads.journal").write_text('{"id":"OrphanedUploadState001","state":"no such state"}\n')
     server = start_server("--retention", "1s", "--sweep-interval", "1s", storage=storage)
     tus = TusClient(server)
     server.log.wait_for("removed orphaned data of upload OrphanedUploadData0001")
     server.log.wait_for("removed orphaned state of upload OrphanedUploadState001")
-    assert sorted(p.name for p in storage.iterdir()) == []
+    assert sorted(p.name for p in storage.iterdir()) == ["uploads.journal"]
+    assert journal_records(storage) == {}
 
     ticket = server.new_ticket(backend)
     url = tus.create(ticket, 1)
     tus.patch(url, 0, b"a")
     assert tus.wait_until_over(url)["state"] == "finished"
     server.log.wait_for(f"upload {ticket}: record removed after retention")
-    assert not (storage / f"{ticket}.json").exists()
+    assert ticket not in journal_records(storage)
     assert tus.head(url).status_code == 404
 
 

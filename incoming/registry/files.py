@@ -1,19 +1,28 @@
 """
-Upload records as JSON files in the storage directory, beside the data:
-written to a temporary file, then renamed over the old one, so a crash at
-any point leaves either the old record or the new one.
+Upload records in a journal in the storage directory, beside the data: each
+save appends the record as one line of JSON (a removal, a line naming the
+upload), and at start the last line of each upload stands. A crash leaves
+the old record or the new one: a line cut short is dropped at start.
 
 The writing (and the fsyncs that make a record durable) happens in one
 thread of the registry's own, never on the reactor thread: a burst of new
 uploads would otherwise stall every connection for the length of hundreds
 of fsyncs. Saves that arrive while the thread is busy wait for the next
 batch, where the newest record of an upload replaces any older one still
-waiting and one directory fsync covers the whole batch.
+waiting; the batch is one append, made durable by one fdatasync. (A file
+per record, written, fsynced and renamed, cost 0.8 ms of CPU per save: a
+fifth of the server's CPU under 500 simultaneous uploads.)
+
+Once the journal has grown to several times the size of the records it
+holds, it is rewritten with just those, to a new file renamed over it.
+Records in files of their own (C{<id>.json}, as earlier versions kept them)
+are moved into the journal at start.
 """
 
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 
 import attrs
@@ -28,8 +37,15 @@ from zope.interface import implementer
 from ..errors import InsufficientStorage
 from . import IRegistry
 
-RECORD_SUFFIX = ".json"
-_TEMP_SUFFIX = ".json.tmp"
+JOURNAL = "uploads.journal"
+_COMPACTING = JOURNAL + ".tmp"
+# Records of earlier versions, one file each, and their temporary files.
+_LEGACY_SUFFIX = ".json"
+_LEGACY_TEMP_SUFFIX = ".json.tmp"
+# The journal is rewritten once it is over this size and this many times
+# the size of the records it holds.
+_COMPACT_MIN_BYTES = 1 << 20
+_COMPACT_RATIO = 4
 
 
 @attrs.define
@@ -57,15 +73,26 @@ class FileRegistry(Service):
         self._pending = {}
         self._writing = {}  # the batch being written (never empty while it is)
         self._drained = []
+        self._journal = self.directory / JOURNAL
+        self._fd = None
+        self._loaded = False
+        # Each upload's record as its line in the journal (without the line
+        # end); written by the registry's thread, read by the reactor's.
+        self._lines = {}
+        self._lines_lock = threading.Lock()
+        self._live_bytes = 0
+        self._journal_bytes = 0
 
     def startService(self):
         super().startService()
+        self._load()
         self._pool.start()
 
     def stopService(self):
         super().stopService()
         d = self._wait_drained()
         d.addCallback(lambda _: self._pool.stop())
+        d.addCallback(lambda _: self._close())
         return d
 
     def _wait_drained(self):
@@ -74,9 +101,6 @@ class FileRegistry(Service):
         d = Deferred()
         self._drained.append(d)
         return d
-
-    def _path(self, upload_id):
-        return self.directory / (upload_id + RECORD_SUFFIX)
 
     def save(self, record, durable):
         return self._enqueue(record["id"], record, durable)
@@ -138,49 +162,90 @@ class FileRegistry(Service):
 
     def _write_batch(self, batch):
         """
-        In the registry's thread: carry out C{batch}. Returns the failures by
-        upload id; the others succeeded.
+        In the registry's thread: append C{batch} to the journal. Returns the
+        failures by upload id (all of them, or none).
         """
-        outcomes = {}
-        synced = False
+        self._load()
+        lines = {}  # each upload's new line; None: its record is removed
+        appended = []
+        durable = False
         for upload_id, entry in batch.items():
-            try:
-                if entry.record is None:
-                    self._unlink(upload_id)
-                else:
-                    self._write(entry.record, entry.durable)
-                    synced = synced or entry.durable
-            except Exception:
-                # Handed to whoever waits for this save, on the reactor thread.
-                outcomes[upload_id] = Failure()
-        if synced:
-            self._sync_directory()
-        return outcomes
+            if entry.record is None:
+                lines[upload_id] = None
+                appended.append(_encode({"remove": upload_id}))
+            else:
+                lines[upload_id] = _encode(entry.record)
+                appended.append(lines[upload_id])
+                durable = durable or entry.durable
+        try:
+            self._append(b"".join(line + b"\n" for line in appended), durable)
+        except Exception:
+            # Handed to whoever waits for these saves, on the reactor thread.
+            failure = Failure()
+            return {upload_id: failure for upload_id in batch}
+        with self._lines_lock:
+            for upload_id, line in lines.items():
+                self._live_bytes -= len(self._lines.pop(upload_id, b""))
+                if line is not None:
+                    self._lines[upload_id] = line
+                    self._live_bytes += len(line)
+        if self._journal_bytes > max(_COMPACT_MIN_BYTES, _COMPACT_RATIO * self._live_bytes):
+            self._compact()
+        return {}
 
-    def _write(self, record, durable):
-        path = self._path(record["id"])
-        temp = path.with_suffix(_TEMP_SUFFIX)
-        data = json.dumps(record, separators=(",", ":")).encode()
+    def _append(self, data, durable):
+        if self._fd is None:
+            created = not self._journal.exists()
+            self._fd = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            if created:
+                self._sync_directory()
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+            if durable:
+                os.fdatasync(self._fd)
+        except OSError as e:
+            # No line of this batch may stay behind, whole or in part: the
+            # records before it stand, and stay true.
+            try:
+                os.ftruncate(self._fd, self._journal_bytes)
+            except OSError:
+                pass
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("storage is full: the upload's state could not be saved")
+            raise
+        self._journal_bytes += len(data)
+
+    def _compact(self):
+        """
+        Rewrite the journal with the current records only. If that fails,
+        the journal as it was stays, and stays true.
+        """
+        with self._lines_lock:
+            data = b"".join(line + b"\n" for line in self._lines.values())
+        temp = self.directory / _COMPACTING
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, "short write")
-                if durable:
-                    os.fsync(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temp, path)
+            os.replace(temp, self._journal)
+            self._sync_directory()
         except OSError as e:
             temp.unlink(missing_ok=True)
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                # The previous record stays in place, and stays true.
-                raise InsufficientStorage("storage is full: the upload's state could not be saved")
-            raise
+            self.log.warn("rewriting the upload journal failed, it grows on: {error}", error=e)
+            return
+        self._close()
+        self._journal_bytes = len(data)
 
-    def _unlink(self, upload_id):
-        for path in (self._path(upload_id), self._path(upload_id).with_suffix(_TEMP_SUFFIX)):
-            path.unlink(missing_ok=True)
+    def _close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _sync_directory(self):
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -189,22 +254,76 @@ class FileRegistry(Service):
         finally:
             os.close(fd)
 
-    def load_all(self):
-        for leftover in self.directory.glob("*" + _TEMP_SUFFIX):
-            # A save that a crash interrupted; the record before it stands.
-            leftover.unlink(missing_ok=True)
-        records = []
-        for upload_id in self.upload_ids():
-            path = self._path(upload_id)
+    # Reading the records at start
+
+    def _load(self):
+        """
+        Read the journal (and any records of earlier versions) into memory,
+        once, before anything is written.
+        """
+        if self._loaded:
+            return
+        self._loaded = True
+        (self.directory / _COMPACTING).unlink(missing_ok=True)
+        records = self._read_legacy_records()
+        records.update(self._read_journal())
+        for upload_id, line in records.items():
+            self._lines[upload_id] = line
+            self._live_bytes += len(line)
+        legacy = [*self.directory.glob("*" + _LEGACY_SUFFIX), *self.directory.glob("*" + _LEGACY_TEMP_SUFFIX)]
+        if legacy:
+            self._compact()
+            for path in legacy:
+                path.unlink(missing_ok=True)
+
+    def _read_legacy_records(self):
+        records = {}
+        for path in self.directory.glob("*" + _LEGACY_SUFFIX):
             try:
-                records.append(json.loads(path.read_bytes()))
-            except (OSError, ValueError) as e:
+                record = json.loads(path.read_bytes())
+                records[record["id"]] = _encode(record)
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 self.log.warn("skipping unreadable upload record {path}: {error}", path=str(path), error=e)
-        return succeed(records)
+        return records
+
+    def _read_journal(self):
+        """
+        The records in the journal, as lines by upload id; a last line cut
+        short by a crash is cut off the file.
+        """
+        try:
+            data = self._journal.read_bytes()
+        except FileNotFoundError:
+            return {}
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self.log.warn("dropping an upload record cut short in {path}", path=str(self._journal))
+            os.truncate(self._journal, end)
+        self._journal_bytes = end
+        records = {}
+        for number, line in enumerate(data[:end].splitlines(), 1):
+            try:
+                entry = json.loads(line)
+                if "remove" in entry:
+                    records.pop(entry["remove"], None)
+                else:
+                    records[entry["id"]] = line
+            except (ValueError, KeyError, TypeError) as e:
+                self.log.warn("skipping unreadable line {number} of {path}: {error}",
+                              number=number, path=str(self._journal), error=e)
+        return records
+
+    def load_all(self):
+        self._load()
+        with self._lines_lock:
+            lines = list(self._lines.values())
+        return succeed([json.loads(line) for line in lines])
 
     def upload_ids(self):
-        return [
-            entry.name[: -len(RECORD_SUFFIX)]
-            for entry in os.scandir(self.directory)
-            if entry.name.endswith(RECORD_SUFFIX)
-        ]
+        self._load()
+        with self._lines_lock:
+            return list(self._lines)
+
+
+def _encode(entry):
+    return json.dumps(entry, separators=(",", ":")).encode()
