@@ -568,7 +568,9 @@ class Uploads(Service):
         upload is answered that much sooner.
         """
         d = self.registry.save(upload.to_record(), False)
-        d.addErrback(lambda f: self.log.failure("saving the offset of upload {upload_id}", f, upload_id=upload.id))
+        # Nothing is lost: after a restart the data file has the offset.
+        d.addErrback(lambda f: self.log.warn(
+            "upload {upload_id}: saving its offset failed: {error}", upload_id=upload.id, error=f.value))
 
     def _changed(self, upload):
         self._cancel_timer(upload.id)

@@ -220,6 +220,8 @@ class FileRegistry(Service):
         """
         Rewrite the journal with the current records only. If that fails,
         the journal as it was stays, and stays true.
+
+        @return: whether it was rewritten.
         """
         with self._lines_lock:
             data = b"".join(line + b"\n" for line in self._lines.values())
@@ -238,9 +240,10 @@ class FileRegistry(Service):
         except OSError as e:
             temp.unlink(missing_ok=True)
             self.log.warn("rewriting the upload journal failed, it grows on: {error}", error=e)
-            return
+            return False
         self._close()
         self._journal_bytes = len(data)
+        return True
 
     def _close(self):
         if self._fd is not None:
@@ -271,8 +274,9 @@ class FileRegistry(Service):
             self._lines[upload_id] = line
             self._live_bytes += len(line)
         legacy = [*self.directory.glob("*" + _LEGACY_SUFFIX), *self.directory.glob("*" + _LEGACY_TEMP_SUFFIX)]
-        if legacy:
-            self._compact()
+        # The files go once their records are safe in the journal; until
+        # then they are read again at every start.
+        if legacy and self._compact():
             for path in legacy:
                 path.unlink(missing_ok=True)
 
