@@ -4,6 +4,7 @@ uploads resume from the bytes on disk, handovers are delivered, tickets and
 'wait' confirmations stay valid.
 """
 
+import base64
 import hashlib
 import json
 import threading
@@ -48,6 +49,20 @@ def test_killed_mid_upload_resumes_from_the_bytes_on_disk(server, backend, tus, 
     assert tus.patch(url, offset, data[offset:]).status_code == 204
     call = backend.next_call()
     assert call["sha256"] == call["received_sha256"] == sha256_of(source)
+
+
+def test_a_verified_chunk_and_a_declared_length_survive_a_kill_right_after_their_answer(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, None)
+    checksum = "sha1 " + base64.b64encode(hashlib.sha1(b"01234").digest()).decode()
+    assert tus.patch(url, 0, b"01234", **{"Upload-Checksum": checksum}).status_code == 204
+    assert tus.patch(url, 5, b"567", **{"Upload-Length": "10"}).status_code == 204
+    server.kill()
+    server.start()
+    response = tus.head(url)
+    assert (response.headers["Upload-Offset"], response.headers["Upload-Length"]) == ("8", "10")
+    assert tus.patch(url, 8, b"89").status_code == 204
+    assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")
 
 
 def test_killed_mid_handover_hands_over_after_start(server, backend, tus):
