@@ -7,6 +7,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from .config import Options
@@ -22,6 +23,23 @@ from .web.frontend import Frontend
 __all__ = ["Options", "makeService", "build"]
 
 
+class UploadChannel(HTTPChannel):
+    """
+    The HTTP connection of both listeners. A request line or header line
+    longer than Twisted allows gets an answer that says so; Twisted itself
+    would close the connection without a word.
+    """
+
+    def lineLengthExceeded(self, line):
+        body = f"request line or header longer than {self.MAX_LENGTH} bytes".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.loseConnection()
+
+
 class UploadSite(Site):
     """
     A site whose requests stream upload data to storage (see
@@ -29,6 +47,7 @@ class UploadSite(Site):
     the log tells upload events, one line each.
     """
 
+    protocol = UploadChannel
     requestFactory = UploadRequest
     noisy = False
 

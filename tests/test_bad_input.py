@@ -117,3 +117,17 @@ def test_host_that_is_no_host_name_is_400(server):
                 answer += data
         assert answer.startswith(b"HTTP/1.1 400 "), (host, answer[:200])
         assert answer.endswith(b"\r\n\r\nthe Host header is not a valid host name"), (host, answer[-200:])
+
+
+def test_request_line_or_header_over_the_limit_is_431(server):
+    for request in (
+        b"GET /incoming/frontend/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /incoming/frontend/incoming.js HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.frontend_port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert answer.endswith(b"\r\n\r\nrequest line or header longer than 16384 bytes"), answer[-200:]
