@@ -3,6 +3,8 @@ Builds the server from a L{Config}: storage, registry, the uploads service,
 and the two listeners (public frontend, private backend API).
 """
 
+import gc
+
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
@@ -118,5 +120,20 @@ def build(config):
     return top
 
 
+def _freeze_startup_objects():
+    """
+    Keep what exists once the server has started (modules, classes, the
+    restored uploads) out of the garbage collector's full collections.
+
+    They live as long as the process, yet every full collection walked all
+    of them again: about 65,000 objects, which paused the reactor thread for
+    30-40 ms each time, and every request waiting on it. Frozen objects are
+    still freed when nothing refers to them any more.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def makeService(options):
+    reactor.callWhenRunning(_freeze_startup_objects)
     return build(options["app_config"])
