@@ -126,7 +126,7 @@ def _freeze_startup_objects():
     restored uploads) out of the garbage collector's full collections.
 
     They live as long as the process, yet every full collection walked all
-    of them again: about 65,000 objects, which paused the reactor thread for
+    of them again: about 60,000 objects, which paused the reactor thread for
     30-40 ms each time, and every request waiting on it. Frozen objects are
     still freed when nothing refers to them any more.
     """

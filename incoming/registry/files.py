@@ -268,21 +268,22 @@ class FileRegistry(Service):
             return
         self._loaded = True
         (self.directory / _COMPACTING).unlink(missing_ok=True)
-        records = self._read_legacy_records()
+        legacy = list(self.directory.glob("*" + _LEGACY_SUFFIX))
+        records = self._read_legacy_records(legacy)
         records.update(self._read_journal())
         for upload_id, line in records.items():
             self._lines[upload_id] = line
             self._live_bytes += len(line)
-        legacy = [*self.directory.glob("*" + _LEGACY_SUFFIX), *self.directory.glob("*" + _LEGACY_TEMP_SUFFIX)]
+        legacy += self.directory.glob("*" + _LEGACY_TEMP_SUFFIX)
         # The files go once their records are safe in the journal; until
         # then they are read again at every start.
         if legacy and self._compact():
             for path in legacy:
                 path.unlink(missing_ok=True)
 
-    def _read_legacy_records(self):
+    def _read_legacy_records(self, paths):
         records = {}
-        for path in self.directory.glob("*" + _LEGACY_SUFFIX):
+        for path in paths:
             try:
                 record = json.loads(path.read_bytes())
                 records[record["id"]] = _encode(record)
