@@ -6,9 +6,9 @@ temporary file) before any resource sees it. L{UploadRequest} instead asks
 the site, as soon as the headers are in, whether the body is upload data; if
 so, every chunk read from the socket goes to a L{BodyReceiver}, which hands
 it in batches to a worker thread that appends it to the upload's file and
-digests it. While the writer is behind, the connection is paused, and all
-uploads together hold a bounded number of bytes, so memory stays flat
-whatever the size and number of uploads. The resource that answers the
+digests it. While the writer is behind, the connection is paused, and
+uploads read in turns, a few at a time, so memory stays flat whatever the
+size and number of uploads. The resource that answers the
 request then only waits for L{BodyReceiver.outcome}. docs/performance.rst
 explains the hot path and its measurements.
 """
@@ -51,7 +51,7 @@ def _keep_freed_memory():
     lands in new pages that the kernel must fault in and zero: in profiles,
     a tenth of the server's CPU time. Raising both thresholds to a few MiB
     lets the same memory serve read after read. The memory kept is bounded
-    by what the receivers may hold (L{_ReadBudget}); the trim threshold is
+    by what the receivers may hold (L{_ReadTurns}); the trim threshold is
     twice that budget so that the heap is not trimmed and regrown while
     many uploads come in at once.
     """
@@ -193,12 +193,12 @@ class BodyReceiver:
         self._finished = False
         self._transport = None
         # Reading stops while this upload holds high_water bytes (_full,
-        # until it is down to low_water) or while all uploads together hold
-        # their budget (_starved); _paused is whether the transport is.
+        # until it is down to low_water) or until it is its turn to read
+        # (_waiting_turn); _paused is whether the transport is.
         self._full = False
-        self._starved = False
+        self._waiting_turn = False
         self._paused = False
-        _budget.join(self)
+        _turns.join(self)
         session_ready.addCallbacks(self._session_ready, self._refused)
 
     @property
@@ -212,6 +212,8 @@ class BodyReceiver:
         self._transport = transport
         if hasattr(transport, "bufferSize"):
             transport.bufferSize = self.read_size
+        # It may have to wait for its turn to read (see _ReadTurns).
+        self._update_reading()
 
     def abort(self):
         """
@@ -233,20 +235,20 @@ class BodyReceiver:
         if full:
             self._full = True
             self._update_reading()
-        _budget.hold(len(data))
+        _turns.hold(self, len(data))
         self._pump()
 
     def bodyEnded(self):
         self._body_over = True
         self._complete = True
-        _budget.leave(self)
+        _turns.leave(self)
         self._pump()
 
     def connectionLost(self):
         if self._body_over:
             return
         self._body_over = True
-        _budget.leave(self)
+        _turns.leave(self)
         self._pump()
 
     # The pipeline.
@@ -273,7 +275,7 @@ class BodyReceiver:
         with self._lock:
             self._discard = True
             dropped, self._pending, self._pending_bytes = self._pending_bytes, [], 0
-        _budget.release(dropped)
+        _turns.release(dropped)
         # Read on, and drop, the rest of the body.
         self._full = False
         self._update_reading()
@@ -321,7 +323,7 @@ class BodyReceiver:
                     return True
                 session.write(batch, hash_beside)
             finally:
-                _budget.release(size)
+                _turns.release(size)
 
     def _drained(self, too_large):
         self._writing = False
@@ -355,21 +357,21 @@ class BodyReceiver:
             self._full = False
             self._update_reading()
 
-    def starve(self):
+    def wait_turn(self):
         """
-        Stop reading until L{feed}: all uploads together hold their budget.
+        Stop reading until L{start_turn} (see L{_ReadTurns}).
         """
-        self._starved = True
+        self._waiting_turn = True
         self._update_reading()
 
-    def feed(self):
-        self._starved = False
+    def start_turn(self):
+        self._waiting_turn = False
         self._update_reading()
 
     def _update_reading(self):
         if self._transport is None:
             return
-        paused = self._full or self._starved
+        paused = self._full or self._waiting_turn
         if paused and not self._paused:
             self._paused = True
             self._transport.pauseProducing()
@@ -419,73 +421,116 @@ class _WriterThreads:
 _writers = _WriterThreads()
 
 
-class _ReadBudget:
+class _ReadTurns:
     """
-    The bytes that all uploads together may hold between their sockets and
-    the disk (read, not written yet).
+    Which uploads read from their sockets now: at most L{readers} at once,
+    the others wait, paused, in the order they came.
 
-    One upload holds at most about twice its receiver's high-water mark,
-    but 500 uploads at once would hold hundreds of MiB while only a few
-    worker threads write at a time. Past the budget, every reading upload
-    pauses; they are resumed in the order they were paused as the writers
-    catch up, so memory stays flat however many uploads come in.
+    With hundreds of fast uploads reading at once, every pass of the reactor
+    went over a hundred or more ready sockets, and a HEAD or any other
+    request waited for the whole pass (HEAD p99 75-90 ms under 500 uploads);
+    each upload also read in small pieces between pauses. Taken in turns,
+    the passes are short and the bytes go in at about the same rate
+    (docs/performance.rst). A waiting client loses nothing: its bytes wait
+    in the kernel's socket buffers.
+
+    An upload gives up its turn when its body ends or its connection is
+    lost and, while others wait, once it has read L{turn_bytes}, or when it
+    read less than L{slow_bytes} between two checks L{check_period} apart:
+    it then waits at the back of the line. So once others wait, a slow or
+    silent client keeps its turn for a fifth of a second at most.
+
+    Memory: an upload holds at most about two high-water marks of its
+    receiver; uploads that gave up their turn may still hold theirs until
+    written, so no turn starts while all uploads together hold more than
+    L{limit} bytes read but not yet written.
 
     Used from the reactor thread, except L{release}, which worker threads
     call too.
     """
 
+    readers = 8
+    turn_bytes = 8 << 20
+    check_period = 0.1
+    slow_bytes = 1 << 20
     limit = 16 << 20
 
     def __init__(self):
         self._lock = threading.Lock()
         self.held = 0
-        # Receivers reading now, and those paused for the budget (in the
-        # order they were paused); both only touched in the reactor thread.
+        # The uploads whose turn it is, each with [bytes read in this turn,
+        # bytes read at the last check (None before the first)], in the
+        # order their turns began; and those waiting, first in line first.
+        # Only touched in the reactor thread.
         self._reading = {}
         self._waiting = {}
-        self._waking = False
+        self._check = None
 
     def join(self, receiver):
-        self._reading[receiver] = None
+        self._waiting[receiver] = None
+        receiver.wait_turn()
+        self._admit()
 
     def leave(self, receiver):
-        self._reading.pop(receiver, None)
         self._waiting.pop(receiver, None)
+        if self._reading.pop(receiver, None) is not None:
+            self._admit()
 
-    def hold(self, count):
+    def hold(self, receiver, count):
+        """
+        C{receiver} read C{count} bytes, which it holds until written.
+        """
         with self._lock:
             self.held += count
-            over = self.held > self.limit
-        if over:
-            waiting = list(self._reading)
-            self._reading.clear()
-            for receiver in waiting:
-                self._waiting[receiver] = None
-                receiver.starve()
+        turn = self._reading.get(receiver)
+        if turn is not None:
+            turn[0] += count
+            if turn[0] >= self.turn_bytes and self._waiting:
+                self._end_turn(receiver)
+                self._admit()
 
     def release(self, count):
+        """
+        C{count} bytes held are written (or dropped); from any thread.
+        """
         with self._lock:
             self.held -= count
-            wake = self._waiting and not self._waking and self.held <= self.limit // 2
-            if wake:
-                self._waking = True
-        if wake:
-            reactor.callFromThread(self._wake)
+            # Turns held back by the limit may start once it is reached
+            # again from above.
+            due = self.held <= self.limit < self.held + count
+        if due:
+            reactor.callFromThread(self._admit)
 
-    def _wake(self):
-        self._waking = False
-        # Each upload resumed reads at least once more before it can be
-        # paused again: let in as many as the room left can take.
-        room = (self.limit - self.held) // BodyReceiver.read_size
-        while self._waiting and room > 0:
+    def _admit(self):
+        while self._waiting and len(self._reading) < self.readers and self.held <= self.limit:
             receiver = next(iter(self._waiting))
             del self._waiting[receiver]
-            self._reading[receiver] = None
-            receiver.feed()
-            room -= 1
+            self._reading[receiver] = [0, None]
+            receiver.start_turn()
+        # Turns are checked only while somebody waits for one.
+        if self._waiting and self._check is None:
+            self._check = reactor.callLater(self.check_period, self._check_turns)
+        elif not self._waiting and self._check is not None:
+            self._check.cancel()
+            self._check = None
+
+    def _check_turns(self):
+        self._check = None
+        for receiver, turn in list(self._reading.items()):
+            taken, at_last_check = turn
+            if at_last_check is not None and taken - at_last_check < self.slow_bytes:
+                self._end_turn(receiver)
+            else:
+                turn[1] = taken
+        self._admit()
+
+    def _end_turn(self, receiver):
+        del self._reading[receiver]
+        self._waiting[receiver] = None
+        receiver.wait_turn()
 
 
-_budget = _ReadBudget()
+_turns = _ReadTurns()
 
 
 def _client_error(failure, what):
