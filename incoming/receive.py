@@ -51,9 +51,10 @@ def _keep_freed_memory():
     lands in new pages that the kernel must fault in and zero: in profiles,
     a tenth of the server's CPU time. Raising both thresholds to a few MiB
     lets the same memory serve read after read. The memory kept is bounded
-    by what the receivers may hold (L{_ReadTurns}); the trim threshold is
-    twice that budget so that the heap is not trimmed and regrown while
-    many uploads come in at once.
+    by what the receivers may hold (L{_ReadTurns}: its limit, plus a few
+    MiB for each upload reading); the trim threshold is twice the limit so
+    that the heap is not trimmed and regrown while many uploads come in at
+    once.
     """
     try:
         libc = ctypes.CDLL(None)
