@@ -298,6 +298,16 @@ class TusClient:
         assert response.status_code == 200, (response.status_code, response.headers)
         return int(response.headers["Upload-Offset"])
 
+    def wait_for_offset(self, url, offset, timeout=30):
+        """
+        Poll HEAD until the upload's offset reaches C{offset} (bytes stored
+        while the request carrying them is still going on).
+        """
+        deadline = time.monotonic() + timeout
+        while self.offset(url) < offset:
+            assert time.monotonic() < deadline, f"{url} never reached offset {offset}"
+            time.sleep(0.05)
+
     def state(self, url, known=None, wait=30):
         params = {"known": known, "wait": wait} if known else {}
         response = self.http.get(url + "/state", params=params)

@@ -5,7 +5,6 @@ nobody's bytes are lost and a stalled client does not hold back others.
 
 import hashlib
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -32,13 +31,6 @@ def patch_whole(url, data):
 def calls_by_id(backend, count):
     calls = [backend.next_call() for _ in range(count)]
     return {call["id"]: call for call in calls}
-
-
-def wait_for_offset(tus, url, offset, timeout=30):
-    deadline = time.monotonic() + timeout
-    while tus.offset(url) < offset:
-        assert time.monotonic() < deadline, f"{url} never reached offset {offset}"
-        time.sleep(0.05)
 
 
 def test_many_uploads_at_once_all_arrive_intact(server, backend, tus):
@@ -68,7 +60,7 @@ def test_stalled_uploads_do_not_hold_back_another(server, backend, tus):
         sock = open_patch(url, 0, MiB, body[: 64 * 1024])
         stalled.append((ticket, url, body, sock))
     for _, url, _, _ in stalled:
-        wait_for_offset(tus, url, 64 * 1024)
+        tus.wait_for_offset(url, 64 * 1024)
 
     # Another upload still goes through, whole.
     ticket = server.new_ticket(backend)
