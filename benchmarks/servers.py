@@ -391,6 +391,10 @@ class HandoverBackend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Connections kept open between requests, as a web app's
+            # server keeps them.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 fields = {
