@@ -175,8 +175,9 @@ class BodyReceiver:
     low_water = 256 << 10
     # The most an upload connection reads from its socket at once (Twisted's
     # default is 64 KiB): fewer, larger reads mean fewer trips through the
-    # reactor and the HTTP parser for each MiB.
-    read_size = 256 << 10
+    # reactor and the HTTP parser for each MiB. Under 500 uploads at once,
+    # 512 KiB took 7-9% less server CPU than 256 KiB.
+    read_size = 512 << 10
 
     def __init__(self, session_ready):
         self.outcome = Deferred()
@@ -441,6 +442,10 @@ class _ReadTurns:
     it then waits at the back of the line. So once others wait, a slow or
     silent client keeps its turn for a fifth of a second at most.
 
+    Six readers: with reads of L{BodyReceiver.read_size}, eight made a
+    HEAD under 500 uploads wait longer (p99 61 against 42 ms) for no more
+    bytes per second.
+
     Memory: an upload holds at most about two high-water marks of its
     receiver; uploads that gave up their turn may still hold theirs until
     written, so no turn starts while all uploads together hold more than
@@ -450,7 +455,7 @@ class _ReadTurns:
     call too.
     """
 
-    readers = 8
+    readers = 6
     turn_bytes = 8 << 20
     check_period = 0.1
     slow_bytes = 1 << 20
