@@ -6,6 +6,7 @@ a small tus client.
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -191,22 +192,41 @@ class TestBackend:
     and sha256 of the file it was pointed at, moving the file away when
     C{keep_dir} is given (as a backend that sets removeFileWhenFinished=false
     does).
+
+    Each call's fields also say on which connection it came
+    (C{"connection"}, counted from 1) and its place among the requests on
+    that connection (C{"request"}, counted from 1). With C{keep_alive}, connections stay
+    open between requests (HTTP/1.1), as most web servers keep them; an
+    answer of C{None} then closes the connection without answering.
     """
 
     __test__ = False
 
-    def __init__(self, answer="done", keep_dir=None, port=0):
-        self.answer = answer  # "done", "wait", an int status, or a callable(fields)
+    def __init__(self, answer="done", keep_dir=None, port=0, keep_alive=False):
+        self.answer = answer  # "done", "wait", an int status, None, or a callable(fields)
         self.keep_dir = Path(keep_dir) if keep_dir else None
         self.calls = queue.Queue()
         self.all_calls = []
+        connection_numbers = itertools.count(1)
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                super().setup()
+                self.number = next(connection_numbers)
+                self.requests = 0
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 fields = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode(), keep_blank_values=True).items()}
+                self.requests += 1
+                fields["connection"], fields["request"] = self.number, self.requests
                 status, body = backend._handle(fields)
+                if status is None:
+                    self.close_connection = True
+                    return
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
@@ -239,6 +259,8 @@ class TestBackend:
             target = self.keep_dir / fields["id"]
             shutil.move(fields["filename"], target)
             fields["kept_as"] = str(target)
+        if answer is None:
+            return None, None
         if isinstance(answer, int):
             return answer, "backend error"
         return 200, answer
