@@ -45,7 +45,8 @@ def _keep_freed_memory():
     returning them to the kernel at once.
 
     Each socket read of an upload allocates a new byte string of up to
-    L{BodyReceiver.read_size}, freed once written. By default glibc serves
+    L{BodyReceiver.read_size} (or L{BodyReceiver.shared_read_size}), freed
+    once written. By default glibc serves
     blocks over 128 KiB with a fresh mmap and gives the memory back when
     they are freed (and trims the heap top above 128 KiB), so every read
     lands in new pages that the kernel must fault in and zero: in profiles,
