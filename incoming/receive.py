@@ -46,16 +46,15 @@ def _keep_freed_memory():
 
     Each socket read of an upload allocates a new byte string of up to
     L{BodyReceiver.read_size} (or L{BodyReceiver.shared_read_size}), freed
-    once written. By default glibc serves
-    blocks over 128 KiB with a fresh mmap and gives the memory back when
-    they are freed (and trims the heap top above 128 KiB), so every read
-    lands in new pages that the kernel must fault in and zero: in profiles,
-    a tenth of the server's CPU time. Raising both thresholds to a few MiB
-    lets the same memory serve read after read. The memory kept is bounded
-    by what the receivers may hold (L{_ReadTurns}: its limit, plus a few
-    MiB for each upload reading); the trim threshold is twice the limit so
-    that the heap is not trimmed and regrown while many uploads come in at
-    once.
+    once written. By default glibc serves blocks over 128 KiB with a fresh
+    mmap and gives the memory back when they are freed (and trims the heap
+    top above 128 KiB), so every read lands in new pages that the kernel
+    must fault in and zero: in profiles, a tenth of the server's CPU time.
+    Raising both thresholds to a few MiB lets the same memory serve read
+    after read. The memory kept is bounded by what the receivers may hold
+    (L{_ReadTurns}: its limit, plus a few MiB for each upload reading); the
+    trim threshold is twice the limit so that the heap is not trimmed and
+    regrown while many uploads come in at once.
     """
     try:
         libc = ctypes.CDLL(None)

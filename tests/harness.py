@@ -195,9 +195,10 @@ class TestBackend:
 
     Each call's fields also say on which connection it came
     (C{"connection"}, counted from 1) and its place among the requests on
-    that connection (C{"request"}, counted from 1). With C{keep_alive}, connections stay
-    open between requests (HTTP/1.1), as most web servers keep them; an
-    answer of C{None} then closes the connection without answering.
+    that connection (C{"request"}, counted from 1). With C{keep_alive},
+    connections stay open between requests (HTTP/1.1), as most web servers
+    keep them; an answer of C{None} then closes the connection without
+    answering.
     """
 
     __test__ = False
