@@ -129,6 +129,17 @@ class UploadRequest(server.Request):
             self.content.write(data)
 
     def requestReceived(self, command, path, version):
+        site = self.channel.site
+        paced = getattr(site, "paced", None)
+        if paced is not None and self.body_receiver is None and paced(self._effective_method(command), path):
+            site.pacer.start(lambda: self._process(command, path, version))
+        else:
+            self._process(command, path, version)
+
+    def _process(self, command, path, version):
+        if self._disconnected:
+            # The client left while the request waited for its turn.
+            return
         if self.body_receiver is not None:
             self.body_receiver.bodyEnded()
         content_type = self.requestHeaders.getRawHeaders(b"content-type")

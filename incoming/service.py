@@ -14,6 +14,7 @@ from twisted.web.server import Site
 
 from .config import Options
 from .handover import Backend
+from .pacing import TurnPacer
 from .receive import UploadRequest
 from .registry.files import FileRegistry
 from .storage.local import LocalStorage
@@ -52,10 +53,19 @@ class UploadSite(Site):
     protocol = UploadChannel
     requestFactory = UploadRequest
     noisy = False
+    # How many of the requests C{paced} picks start in one turn of the
+    # reactor; the rest wait for the turns after, first come first served.
+    # 500 uploads created at once, all started in the same few turns, held
+    # the reactor thread for 40-150 ms at a time while their creations, then
+    # their answers, then their PATCHes went through, and the requests of
+    # uploads already going waited behind them.
+    paced_per_turn = 8
 
-    def __init__(self, resource, route_body=None, timeout=None):
+    def __init__(self, resource, route_body=None, paced=None, timeout=None):
         super().__init__(resource, timeout=timeout)
         self.route_body = route_body
+        self.paced = paced
+        self.pacer = TurnPacer(reactor, self.paced_per_turn)
 
     def log(self, request):
         pass
@@ -113,7 +123,9 @@ def build(config):
     # Started first and stopped last: the saves of the others' last moves land.
     registry.setServiceParent(top)
     uploads.setServiceParent(top)
-    frontend_site = UploadSite(frontend.resource(), frontend.route_body, timeout=config.receive_timeout)
+    frontend_site = UploadSite(
+        frontend.resource(), frontend.route_body, frontend.paced, timeout=config.receive_timeout
+    )
     Listener("frontend", config.frontend, frontend_site).setServiceParent(top)
     backend_site = UploadSite(AppResource(BackendAPI(uploads).app.resource()), timeout=config.receive_timeout)
     Listener("backend", config.backend, backend_site).setServiceParent(top)

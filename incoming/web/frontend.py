@@ -87,6 +87,14 @@ class Frontend:
             return BodyReceiver(ensureDeferred(self._prepare_creation(request, length)))
         return None
 
+    def paced(self, method, path):
+        """
+        Whether a request is one to start a turn at a time (see
+        L{incoming.service.UploadSite}): creations without data, which come
+        in bursts when many uploads start at once.
+        """
+        return method == b"POST" and _CREATION_URL.fullmatch(path) is not None
+
     async def _prepare_patch(self, request, upload_id, length):
         check_tus_version(request)
         upload = self._claimed(upload_id)

@@ -1,0 +1,141 @@
+"""
+A burst of creations starts a few per turn of the reactor
+(incoming/pacing.py, UploadSite.paced_per_turn): every one is still
+answered, in order, and one whose client left while it waited is dropped
+without harm.
+"""
+
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from harness import b64
+from incoming.pacing import TurnPacer
+from incoming.service import UploadSite
+
+BURST = 5 * UploadSite.paced_per_turn
+
+
+class Turns:
+    """
+    The reactor as the pacer sees it: a call made due now runs at the
+    start of the next turn, and calls made due during a turn wait for the
+    one after (as in Twisted's reactor; a task.Clock would run them at once).
+    """
+
+    def __init__(self):
+        self._due = []
+
+    def callLater(self, delay, call):
+        assert delay == 0
+        self._due.append(call)
+
+    def turn(self):
+        due, self._due = self._due, []
+        for call in due:
+            call()
+
+
+def test_at_most_per_turn_start_in_a_turn_and_the_rest_in_order():
+    reactor = Turns()
+    pacer = TurnPacer(reactor, 3)
+    started = []
+    for i in range(8):
+        pacer.start(lambda i=i: started.append(i))
+    assert started == [0, 1, 2]
+    reactor.turn()
+    assert started == [0, 1, 2, 3, 4, 5]
+    reactor.turn()
+    assert started == list(range(8))
+    assert pacer.waiting == 0
+
+
+def test_a_new_turn_has_room_again():
+    reactor = Turns()
+    pacer = TurnPacer(reactor, 2)
+    started = []
+    for i in range(2):
+        pacer.start(lambda i=i: started.append(i))
+    reactor.turn()
+    pacer.start(lambda: started.append("next turn"))
+    assert started == [0, 1, "next turn"]
+
+
+def test_a_call_that_raises_does_not_strand_the_others():
+    reactor = Turns()
+    pacer = TurnPacer(reactor, 1)
+    started = []
+
+    def fails():
+        raise RuntimeError("a request's processing failed")
+
+    pacer.start(lambda: started.append("first"))
+    pacer.start(fails)
+    pacer.start(lambda: started.append("after the failure"))
+    with pytest.raises(RuntimeError):
+        reactor.turn()
+    reactor.turn()
+    assert started == ["first", "after the failure"]
+
+
+def send_creations(server, tickets):
+    """
+    One raw connection per ticket, each with a creation request sent before
+    any answer is read: the burst arrives at once.
+    """
+    parts = urlsplit(server.uploads_url)
+    connections = []
+    for ticket in tickets:
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+        request = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+            f"Upload-Length: 1000\r\nUpload-Metadata: ticket {b64(ticket)}\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        connections.append(sock)
+    return connections
+
+
+def answer_head(sock):
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = sock.recv(4096)
+        assert data, f"connection closed after {answer!r}"
+        answer += data
+    status_line, *header_lines = answer.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {name.lower(): value for name, value in headers.items()}
+
+
+def test_a_burst_of_creations_is_answered_whole(server, backend, tus):
+    tickets = [server.new_ticket(backend) for _ in range(BURST)]
+    connections = send_creations(server, tickets)
+    answers = []
+    for sock in connections:
+        answers.append(answer_head(sock))
+        sock.close()
+
+    assert [status for status, _ in answers] == [201] * BURST
+    for ticket, (_, headers) in zip(tickets, answers):
+        assert headers["location"].endswith("/" + ticket)
+        head = tus.head(headers["location"])
+        assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")
+
+
+def test_creations_whose_clients_left_while_waiting_are_dropped(server, backend, tus):
+    tickets = [server.new_ticket(backend) for _ in range(BURST)]
+    connections = send_creations(server, tickets)
+    # The later half of the burst leaves before its turn comes.
+    staying, leaving = connections[: BURST // 2], connections[BURST // 2 :]
+    for sock in leaving:
+        sock.close()
+
+    assert [answer_head(sock)[0] for sock in staying] == [201] * len(staying)
+    for sock in staying:
+        sock.close()
+    # Each ticket is still there to claim (again), and the server is well.
+    for ticket in tickets:
+        assert tus.create(ticket, 1000).endswith("/" + ticket)
+    tracebacks = [line for line in server.log.lines if line and "Traceback" in line]
+    assert not tracebacks, server.log.text()
