@@ -37,12 +37,21 @@ class Turns:
             call()
 
 
-def test_at_most_per_turn_start_in_a_turn_and_the_rest_in_order():
+def paced_calls(per_turn, count):
+    """
+    A pacer on a L{Turns} reactor, given C{count} calls that note their
+    number in C{started}.
+    """
     reactor = Turns()
-    pacer = TurnPacer(reactor, 3)
+    pacer = TurnPacer(reactor, per_turn)
     started = []
-    for i in range(8):
+    for i in range(count):
         pacer.start(lambda i=i: started.append(i))
+    return reactor, pacer, started
+
+
+def test_at_most_per_turn_start_in_a_turn_and_the_rest_in_order():
+    reactor, pacer, started = paced_calls(3, 8)
     assert started == [0, 1, 2]
     reactor.turn()
     assert started == [0, 1, 2, 3, 4, 5]
@@ -52,11 +61,7 @@ def test_at_most_per_turn_start_in_a_turn_and_the_rest_in_order():
 
 
 def test_a_new_turn_has_room_again():
-    reactor = Turns()
-    pacer = TurnPacer(reactor, 2)
-    started = []
-    for i in range(2):
-        pacer.start(lambda i=i: started.append(i))
+    reactor, pacer, started = paced_calls(2, 2)
     reactor.turn()
     pacer.start(lambda: started.append("next turn"))
     assert started == [0, 1, "next turn"]
