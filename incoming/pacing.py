@@ -32,13 +32,13 @@ class TurnPacer:
         """
         if self._started < self.per_turn and not self._waiting:
             self._started += 1
-            self._next_turn_resets()
+            self._schedule_new_turn()
             call()
         else:
             self._waiting.append(call)
-            self._next_turn_resets()
+            self._schedule_new_turn()
 
-    def _next_turn_resets(self):
+    def _schedule_new_turn(self):
         # A call due now runs at the start of the reactor's next pass,
         # before its next poll: the turn boundary.
         if not self._scheduled:
@@ -50,7 +50,7 @@ class TurnPacer:
         self._started = 0
         if self._waiting:
             # Scheduled first: a call that raises must not strand the rest.
-            self._next_turn_resets()
+            self._schedule_new_turn()
         while self._waiting and self._started < self.per_turn:
             self._started += 1
             self._waiting.popleft()()

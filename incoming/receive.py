@@ -75,7 +75,10 @@ class UploadRequest(server.Request):
     storage instead of being buffered.
 
     The site decides through its C{route_body(request, method, path, length)}
-    method, which returns a L{BodyReceiver} or C{None}.
+    method, which returns a L{BodyReceiver} or C{None}. A site with a
+    C{paced(method, path)} method and a C{pacer} (a
+    L{incoming.pacing.TurnPacer}) has the requests it picks processed at the
+    pacer's pace.
     """
 
     body_receiver = None
@@ -132,6 +135,7 @@ class UploadRequest(server.Request):
         site = self.channel.site
         paced = getattr(site, "paced", None)
         if paced is not None and self.body_receiver is None and paced(self._effective_method(command), path):
+            # Parsed already; processed when the pacer has room.
             site.pacer.start(lambda: self._process(command, path, version))
         else:
             self._process(command, path, version)

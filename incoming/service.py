@@ -58,7 +58,8 @@ class UploadSite(Site):
     # 500 uploads created at once, all started in the same few turns, held
     # the reactor thread for 40-150 ms at a time while their creations, then
     # their answers, then their PATCHes went through, and the requests of
-    # uploads already going waited behind them.
+    # uploads already going waited behind them (HEAD p99 62-83 ms; 24-32 ms
+    # with eight per turn, at the same MB/s).
     paced_per_turn = 8
 
     def __init__(self, resource, route_body=None, paced=None, timeout=None):
