@@ -35,9 +35,9 @@ class Connection:
         self.sock = socket.socket()
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A modest send buffer: the bytes a client has sent but the server
-        # not yet read then wait in the server's receive buffer, as they do
-        # when clients are on other machines. With the kernel's default
+        # A modest send buffer: beyond what the server's receive buffer
+        # holds, a body waits in this process, as it waits on the client's
+        # own machine when clients are elsewhere. With the kernel's default
         # (growing to 4 MiB), 500 connections each pushing their whole body
         # at once held up to 1.7 GiB in this machine's TCP buffers, past the
         # kernel's pressure mark, and that cost CPU on both sides.
