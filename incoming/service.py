@@ -66,7 +66,7 @@ class UploadSite(Site):
         super().__init__(resource, timeout=timeout)
         self.route_body = route_body
         self.paced = paced
-        self.pacer = TurnPacer(reactor, self.paced_per_turn)
+        self.pacer = TurnPacer(reactor, self.paced_per_turn) if paced is not None else None
 
     def log(self, request):
         pass

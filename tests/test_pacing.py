@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from harness import b64
+from incoming.config import Config
 from incoming.pacing import TurnPacer
-from incoming.service import UploadSite
+from incoming.service import Listener, UploadSite, build
 
 BURST = 5 * UploadSite.paced_per_turn
 
@@ -144,3 +145,22 @@ def test_creations_whose_clients_left_while_waiting_are_dropped(server, backend,
         assert tus.create(ticket, 1000).endswith("/" + ticket)
     tracebacks = [line for line in server.log.lines if line and "Traceback" in line]
     assert not tracebacks, server.log.text()
+
+
+def sites(config):
+    service = build(config)
+    return {listener.name: listener.factory for listener in service if isinstance(listener, Listener)}
+
+
+def test_the_frontend_paces_creations_and_nothing_else(tmp_path):
+    built = sites(Config(storage=tmp_path))
+    frontend, backend = built["frontend"], built["backend"]
+    assert frontend.pacer.per_turn == UploadSite.paced_per_turn
+    uploads = b"/incoming/frontend/uploads/"
+    assert frontend.paced(b"POST", uploads)
+    assert frontend.paced(b"POST", uploads.rstrip(b"/"))
+    assert not frontend.paced(b"PATCH", uploads + b"abc")
+    assert not frontend.paced(b"HEAD", uploads + b"abc")
+    assert not frontend.paced(b"POST", uploads + b"abc")
+    assert not frontend.paced(b"GET", b"/incoming/frontend/incoming.js")
+    assert backend.paced is None and backend.pacer is None
