@@ -30,13 +30,13 @@ class TurnPacer:
         """
         Call C{call} now if this turn has room for it, else in a later turn.
         """
+        # The next turn resets the count, or starts the calls left waiting.
+        self._schedule_new_turn()
         if self._started < self.per_turn and not self._waiting:
             self._started += 1
-            self._schedule_new_turn()
             call()
         else:
             self._waiting.append(call)
-            self._schedule_new_turn()
 
     def _schedule_new_turn(self):
         # A call due now runs at the start of the reactor's next pass,
