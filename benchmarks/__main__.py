@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .clients import chunked_upload, curl_upload, load_job, run_load, tus_patch_headers
+from .clients import chunked_upload, curl_chunked_upload, curl_upload, load_job, run_load, tus_patch_headers
 from .servers import ROOT, HandoverBackend, Incoming, Nginx, TusNode, sha256_of
 
 MiB = 1 << 20
@@ -75,6 +75,24 @@ class DataFiles:
             else:
                 self.digests[path] = sha256_of(path)
         return path, self.digests[path]
+
+    def parts(self, size, part_size):
+        """
+        The random file of C{size} bytes cut into files of C{part_size}
+        bytes, for clients that send each piece from a file of its own.
+        """
+        path, _ = self.get(size)
+        directory = self.directory / f"{path.stem}.parts-{part_size}"
+        directory.mkdir(exist_ok=True)
+        parts = []
+        with open(path, "rb") as source:
+            for number in range(-(-size // part_size)):
+                part = directory / f"{number:05}"
+                piece = source.read(part_size)
+                if not part.exists() or part.stat().st_size != len(piece):
+                    part.write_bytes(piece)
+                parts.append(part)
+        return parts
 
 
 class Bench:
@@ -170,11 +188,14 @@ class Bench:
 
     def single_and_chunked(self):
         """
-        1 and 3: a file as one request (curl -T) and as chunked PATCHes over
-        one connection, every server interleaved run by run.
+        1 and 3: a file as one request and as chunked PATCHes over one
+        connection, both from curl, every server interleaved run by run.
+        Incoming!! also takes the chunks from the sendfile client, as a
+        reference.
         """
         size = self.sizes.single
         path, expected = self.data.get(size)
+        parts = self.data.parts(size, self.sizes.chunk)
         servers = [Nginx(self.workdir), TusNode(self.workdir), Incoming(self.workdir, self.backend, True),
                    Incoming(self.workdir, self.backend, False)]
         for server in servers:
@@ -183,25 +204,27 @@ class Bench:
             for run in range(self.args.runs):
                 log(f"single stream / chunked, round {run + 1} of {self.args.runs}")
                 for server in servers:
-                    self.pause()
                     if server.kind == "put":
                         send = lambda url: curl_upload(url, path, "PUT")  # noqa: E731
                     else:
                         send = lambda url: curl_upload(url, path, "PATCH", tus_patch_headers())  # noqa: E731
-                    values = self.measure(server, send, path, expected, size)
-                    self.record("single", server.name, **values)
-                    log(f"  {server.name:24} single  {values['mb_s']:7.1f} MB/s "
-                        f"{values['cpu_s_per_gib']:5.2f} CPU s/GiB {values['peak_rss_mib']:6.1f} MiB")
+                    self.run_and_record("single", server, send, path, expected, size)
                     if server.kind == "put":
                         continue
-                    self.pause()
-                    send = lambda url: chunked_upload(url, path, self.sizes.chunk)  # noqa: E731
-                    values = self.measure(server, send, path, expected, size)
-                    self.record("chunked", server.name, **values)
-                    log(f"  {server.name:24} chunked {values['mb_s']:7.1f} MB/s "
-                        f"{values['cpu_s_per_gib']:5.2f} CPU s/GiB {values['peak_rss_mib']:6.1f} MiB")
+                    send = lambda url: curl_chunked_upload(url, parts)  # noqa: E731
+                    self.run_and_record("chunked", server, send, path, expected, size)
+                    if server.kind == "incoming" and server.digest:
+                        send = lambda url: chunked_upload(url, path, self.sizes.chunk)  # noqa: E731
+                        self.run_and_record("chunked, sendfile client", server, send, path, expected, size)
         finally:
             self.stop_all()
+
+    def run_and_record(self, measurement, server, send, path, expected, size):
+        self.pause()
+        values = self.measure(server, send, path, expected, size)
+        self.record(measurement, server.name, **values)
+        log(f"  {server.name:24} {measurement:26} {values['mb_s']:7.1f} MB/s "
+            f"{values['cpu_s_per_gib']:5.2f} CPU s/GiB {values['peak_rss_mib']:6.1f} MiB")
 
     def memory(self):
         """

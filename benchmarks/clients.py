@@ -1,8 +1,9 @@
 """
-The clients of the benchmark: curl for a single-stream upload, a small
-keep-alive client for chunked uploads, both sending straight from the file
-(curl reads it; the chunked client uses sendfile), so that the client costs
-as little CPU as possible on a machine it shares with the server.
+The clients of the benchmark: curl for single-stream and chunked uploads
+(the same client on both sides of the chunked/single ratio), and a small
+keep-alive client that sends chunks with sendfile, kept as a reference.
+Both send straight from files, so that the client costs little CPU on a
+machine it shares with the server.
 """
 
 import json
@@ -38,6 +39,31 @@ def curl_upload(url, path, method="PUT", headers=()):
     return float(seconds)
 
 
+def curl_chunked_upload(url, parts):
+    """
+    Send the files C{parts}, in order, to the tus upload C{url} as one
+    PATCH each over one keep-alive connection (curl's C{--next} reuses it);
+    the seconds it took, from curl's start to its end.
+    """
+    command = [CURL, "-sS"]
+    offset = 0
+    for i, part in enumerate(parts):
+        if i:
+            command.append("--next")
+        command += ["-o", "/dev/null", "-w", "%{http_code}\\n", "-T", str(part), "-X", "PATCH", "-H", "Expect:"]
+        for header in tus_patch_headers(offset):
+            command += ["-H", header]
+        command.append(url)
+        offset += os.path.getsize(part)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    statuses = result.stdout.split()
+    if statuses != ["204"] * len(parts):
+        raise RuntimeError(f"curl PATCH {url}: HTTP {' '.join(statuses[-3:])} {result.stderr}")
+    return seconds
+
+
 def tus_patch_headers(offset=0):
     return [
         "Tus-Resumable: 1.0.0",
@@ -49,7 +75,7 @@ def tus_patch_headers(offset=0):
 class KeepAliveClient:
     """
     One HTTP/1.1 connection that sends request bodies from a file with
-    sendfile(2): the chunked upload client.
+    sendfile(2): the reference chunked upload client.
     """
 
     def __init__(self, url):

@@ -75,6 +75,10 @@ def analyse(results):
         for peer in (TUS, INCOMING_OFF):
             if peer in chunked:
                 ratios[f"chunked: Incoming!! / {peer}"] = pairwise(chunked[INCOMING], chunked[peer], "mb_s")
+        sendfile = m.get("chunked, sendfile client", {})
+        if INCOMING in sendfile:
+            ratios["chunked 8 MiB, sendfile client / single stream, Incoming!!"] = pairwise(
+                sendfile[INCOMING], single[INCOMING], "mb_s")
     if memory:
         sizes = sorted(memory, key=lambda name: memory[name][0]["size"])
         peak = max(run["peak_rss_mib"] for name in sizes for run in memory[name])
@@ -147,7 +151,8 @@ def render(results, ratios, targets):
         out += ["Ratios", "------", ""]
         rows = [[name, fmt(r, 2) + "x"] for name, r in ratios.items() if r]
         out += [table(rows, ["pair", "ratio"]), ""]
-    for key, title in (("single", "Single stream"), ("chunked", "Chunked (PATCHes over one connection)")):
+    for key, title in (("single", "Single stream"), ("chunked", "Chunked (PATCHes over one connection)"),
+                       ("chunked, sendfile client", "Chunked, from the sendfile client")):
         if m.get(key):
             out += [title, "-" * len(title), ""]
             rows = [
@@ -195,7 +200,10 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = results["measurements"]
+    m = dict(results["measurements"])
+    # The reference client's chunked runs beside curl's, in one panel.
+    m["chunked"] = {**m.get("chunked", {}), **{
+        f"{name}, sendfile client": runs for name, runs in m.get("chunked, sendfile client", {}).items()}}
     panels = [
         ("single", "mb_s", "Single stream, MB/s"),
         ("chunked", "mb_s", "Chunked PATCHes, MB/s"),

@@ -61,11 +61,12 @@ def test_quick_benchmark_run(peers, tmp_path):
     servers = {"nginx PUT", "@tus/server", "Incoming!! sha256 on", "Incoming!! sha256 off"}
     assert set(measurements["single"]) == servers
     assert set(measurements["chunked"]) == servers - {"nginx PUT"}
+    assert set(measurements["chunked, sendfile client"]) == {"Incoming!! sha256 on"}
     assert len(measurements["memory"]) == 3
     assert set(measurements["concurrency"]) == {"nginx PUT", "@tus/server", "Incoming!! sha256 on"}
     for runs in measurements["concurrency"].values():
         assert [run["failures"] for run in runs] == [0]
-    for measurement in ("single", "chunked", "memory"):
+    for measurement in ("single", "chunked", "chunked, sendfile client", "memory"):
         for runs in measurements[measurement].values():
             assert all(run["mb_s"] > 0 and run["peak_rss_mib"] > 0 for run in runs)
     assert set(measurements["browser"]) == {"incoming.js", "tus-js-client", "tus-js-client 1 MiB chunks"}
