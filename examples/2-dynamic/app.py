@@ -110,11 +110,13 @@ class DynamicApp:
     async def _process(self, ticket, path, browser_name):
         try:
             result = await threads.deferToThread(process, path, self.options.uploads, browser_name)
+            # Recorded before Incoming!! hears of it: finish_upload makes the
+            # page's onfinished fire, and the page then asks for this record.
+            self.uploads[ticket] = {"state": "finished", **result}
             response = await self._incoming("finish_upload", id=ticket, backendSecret=self.secret)
             answer = await response.text()
             if response.code != 200:
                 raise RuntimeError(f"finish_upload answered {response.code}: {answer}")
-            self.uploads[ticket] = {"state": "finished", **result}
         except Exception as e:
             self.log.failure("processing upload {ticket} failed", ticket=ticket)
             self.uploads[ticket] = {"state": "failed", "reason": str(e)}
