@@ -93,6 +93,11 @@ class LocalFile:
     some network filesystems) every write is buffered, as before.
     """
 
+    # Direct writes go in whole blocks: an append that ends on a block
+    # boundary leaves no partial block for the next one to finish through
+    # the page cache.
+    block_size = _BLOCK
+
     def __init__(self, path, offset=None):
         self._path = path
         self._fd = None
