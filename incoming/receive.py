@@ -380,7 +380,11 @@ class BodyReceiver:
             size = sum(map(len, batch))
             past_boundary = (session.start + session.written + size) % session.file.block_size
             if past_boundary:
-                batch, self._pending = _split(batch, size - past_boundary)
+                batch, rest = _split(batch, size - past_boundary)
+                # Copied: a view would keep a whole read buffer (up to
+                # 512 KiB) alive for less than a block, and hundreds of
+                # uploads waiting for their turn each keep their rest.
+                self._pending = [b"".join(rest)]
                 self._pending_bytes = past_boundary
         return batch
 
