@@ -5,8 +5,10 @@ finished file and the notice of a cancelled upload, with retries.
 
 import json
 import random
+from http.cookiejar import DefaultCookiePolicy
 
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet import task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import ensureDeferred
@@ -120,7 +122,11 @@ class Backend:
         self._pool.maxPersistentPerHost = self.connections_kept
         self._pool._factory = _QuietFactory
         endpoints = _BackendEndpoints(reactor, request_timeout)
-        self._http = HTTPClient(Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool))
+        # A cookie the backend sets in one answer would otherwise go back
+        # with every later handover, whoever's upload it is.
+        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
+        self._http = HTTPClient(agent, cookiejar=no_cookies)
 
     def close(self):
         return self._pool.closeCachedConnections()

@@ -194,8 +194,10 @@ class TestBackend:
     does).
 
     Each call's fields also say on which connection it came
-    (C{"connection"}, counted from 1) and its place among the requests on
-    that connection (C{"request"}, counted from 1). With C{keep_alive},
+    (C{"connection"}, counted from 1), its place among the requests on
+    that connection (C{"request"}, counted from 1) and the C{Cookie}
+    header it carried (C{"cookie"}, empty without one); every answer
+    carries the headers in C{answer_headers}. With C{keep_alive},
     connections stay open between requests (HTTP/1.1), as most web servers
     keep them; an answer of C{None} then closes the connection without
     answering.
@@ -205,6 +207,7 @@ class TestBackend:
 
     def __init__(self, answer="done", keep_dir=None, port=0, keep_alive=False):
         self.answer = answer  # "done", "wait", an int status, None, or a callable(fields)
+        self.answer_headers = {}
         self.keep_dir = Path(keep_dir) if keep_dir else None
         self.calls = queue.Queue()
         self.all_calls = []
@@ -224,6 +227,7 @@ class TestBackend:
                 fields = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode(), keep_blank_values=True).items()}
                 self.requests += 1
                 fields["connection"], fields["request"] = self.number, self.requests
+                fields["cookie"] = self.headers.get("cookie", "")
                 status, body = backend._handle(fields)
                 if status is None:
                     self.close_connection = True
@@ -232,6 +236,8 @@ class TestBackend:
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
                 self.send_header("content-length", str(len(data)))
+                for name, value in backend.answer_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

@@ -103,3 +103,15 @@ def test_handover_reaches_a_backend_named_by_host_name(server, backend, tus):
     call = backend.next_call()
     assert (call["id"], call["received_size"]) == (ticket, 5)
     assert tus.wait_until_over(url)["state"] == "finished"
+
+
+def test_a_cookie_from_the_backend_is_not_sent_with_other_handovers(server, backend, tus):
+    # Handovers of different users' uploads must not share a session: a
+    # cookie set in the answer to one is not sent back with the next.
+    backend.answer_headers = {"Set-Cookie": "session=first-upload; Path=/"}
+    for _ in range(2):
+        ticket = server.new_ticket(backend)
+        url = tus.create(ticket, 5)
+        assert tus.patch(url, 0, b"hello").status_code == 204
+        call = backend.next_call()
+        assert (call["id"], call["cookie"]) == (ticket, "")
