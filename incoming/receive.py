@@ -375,9 +375,9 @@ class BodyReceiver:
         """
         if self._discard or not self._batch_ready():
             return None
-        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        batch, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
         if not self._body_over:
-            size = sum(map(len, batch))
             past_boundary = (session.start + session.written + size) % session.file.block_size
             if past_boundary:
                 batch, rest = _split(batch, size - past_boundary)
