@@ -80,18 +80,21 @@ class DataFiles:
         """
         The random file of C{size} bytes cut into files of C{part_size}
         bytes, for clients that send each piece from a file of its own.
+        Kept beside the file under its sha256, and written whole or not at
+        all, so parts of an earlier file or an interrupted cut are never
+        reused.
         """
-        path, _ = self.get(size)
-        directory = self.directory / f"{path.stem}.parts-{part_size}"
-        directory.mkdir(exist_ok=True)
-        parts = []
-        with open(path, "rb") as source:
-            for number in range(-(-size // part_size)):
-                part = directory / f"{number:05}"
-                piece = source.read(part_size)
-                if not part.exists() or part.stat().st_size != len(piece):
-                    part.write_bytes(piece)
-                parts.append(part)
+        path, digest = self.get(size)
+        directory = self.directory / f"{path.stem}.parts-{part_size}-{digest[:16]}"
+        parts = [directory / f"{number:05}" for number in range(-(-size // part_size))]
+        if not directory.is_dir():
+            partial = directory.with_name(directory.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            with open(path, "rb") as source:
+                for part in parts:
+                    (partial / part.name).write_bytes(source.read(part_size))
+            partial.rename(directory)
         return parts
 
 
