@@ -335,7 +335,8 @@ class Bench:
         server = self.start(Incoming(self.workdir, self.backend, True))
         browser = Browser()
         # Both libraries as shipped: incoming.js sizes its chunks by the
-        # connection's speed (8 MiB first, then about 2 s worth each), and
+        # connection's speed (8 MiB first, then about 2 s worth each, a
+        # shorter rest with the chunk before it), and
         # tus-js-client sends the whole file in one PATCH. tus-js-client in
         # 8 MiB chunks, what incoming.js sent before, is a reference.
         clients = [

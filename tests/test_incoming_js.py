@@ -176,6 +176,27 @@ def test_chunks_within_the_server_limit(start_server, backend, browser_page, tmp
             assert chunks[0] == 8 * MB and max(chunks) == limit * MB, chunks
 
 
+def test_a_short_rest_goes_with_the_chunk_before_it(start_server, backend, browser_page, tmp_path):
+    """
+    A rest smaller than the chunk being sent goes with it, one request fewer,
+    unless that would pass the server's limit.
+    """
+    for limit, expected in ((None, [13]), (12, [8, 5])):
+        options = [f"--chunk-size={limit}M"] if limit else []
+        server = start_server(*options, storage=tmp_path / f"storage-{limit}")
+        source = random_file(tmp_path / f"rest-{limit}.bin", 13 * MB, seed=13)
+        ticket = server.new_ticket(backend)
+        page = browser_page.open(server)
+        page.choose(source)
+
+        page.upload("r", ticket)
+        report = page.wait_for_outcome("r")
+
+        assert_arrived(backend.next_call(), source, ticket)
+        assert_finished(report, 13 * MB)
+        assert report["chunk_sizes"] == [n * MB for n in expected]
+
+
 def test_three_concurrent_uploads(start_server, backend, browser_page, tmp_path):
     server = start_server("--chunk-size=2M")
     sources = [random_file(tmp_path / f"file{i}.bin", (20 + i) * MB, seed=i) for i in range(3)]
