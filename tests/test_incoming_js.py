@@ -380,7 +380,10 @@ def test_server_restarted_mid_upload(server, backend, browser_page, tmp_path):
 
 
 def test_network_lost_and_back(server, backend, browser_page, tmp_path):
-    size = 24 * MB
+    # Chunks of 8 MiB, then about 16 (two seconds' worth), then the rest:
+    # large enough that part of the file is still to be sent, from where
+    # the server stands, once the connection is back.
+    size = 48 * MB
     source = random_file(tmp_path / "commute.bin", size, seed=8)
     ticket = server.new_ticket(backend)
     page = browser_page.open(server)
