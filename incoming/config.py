@@ -71,7 +71,9 @@ class Config:
     Durations are in seconds, sizes in bytes.
     """
 
-    frontend: str = "tcp:4000"
+    # A listen queue for hundreds of browsers connecting at once: with
+    # Twisted's default of 50, the rest wait a second for a SYN retransmit.
+    frontend: str = "tcp:4000:backlog=1024"
     backend: str = "tcp:4001:interface=127.0.0.1"
     storage: Path = Path("incoming-storage")
     max_size: int = 64 << 30
