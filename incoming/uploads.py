@@ -563,11 +563,12 @@ class Uploads(Service):
 
     def _save_progress(self, upload):
         """
-        Save C{upload}'s new offset without waiting: whoever asks for the
-        offset next waits for it (L{settled}). Each chunk of a chunked
-        upload is answered that much sooner.
+        Save C{upload}'s new offset a moment later, without waiting:
+        whoever asks for the offset next has it saved at once and waits for
+        it (L{settled}). Each chunk of a chunked upload is answered that
+        much sooner.
         """
-        d = self.registry.save(upload.to_record(), False)
+        d = self.registry.save_later(upload.to_record())
         # Nothing is lost: after a restart the data file has the offset.
         d.addErrback(lambda f: self.log.warn(
             "upload {upload_id}: saving its offset failed: {error}", upload_id=upload.id, error=f.value))

@@ -65,6 +65,27 @@ def test_a_verified_chunk_and_a_declared_length_survive_a_kill_right_after_their
     assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")
 
 
+def test_the_offset_a_head_reports_is_in_the_journal(server, backend, tus):
+    # A chunk's new offset is saved a moment after its answer; a HEAD has it
+    # saved before answering, so what it reports is what a restart finds.
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    assert tus.patch(url, 0, b"01234").status_code == 204
+    assert tus.offset(url) == 5
+    assert journal_records(server.storage)[ticket]["offset"] == 5
+
+
+def test_a_clean_stop_saves_the_offsets_still_to_be_saved(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    assert tus.patch(url, 0, b"01234").status_code == 204
+    server.stop()
+    assert journal_records(server.storage)[ticket]["offset"] == 5
+    server.start()
+    assert tus.patch(url, 5, b"56789").status_code == 204
+    assert backend.next_call()["received_sha256"] == sha256_of_bytes(b"0123456789")
+
+
 def test_killed_mid_handover_hands_over_after_start(server, backend, tus):
     release = threading.Event()
 

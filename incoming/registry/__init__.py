@@ -21,6 +21,14 @@ class IRegistry(Interface):
         @return: a L{Deferred} that fires once the record is stored.
         """
 
+    def save_later(record):
+        """
+        Store C{record} as L{save} does, not durable, a moment later: for a
+        change that a restarted server can do without (an upload's offset,
+        which its data file has too). Saves close together go as one.
+        L{flushed} has it stored at once.
+        """
+
     def flushed(upload_id):
         """
         A L{Deferred} that fires once every save and removal of

@@ -46,6 +46,12 @@ _LEGACY_TEMP_SUFFIX = ".json.tmp"
 # the size of the records it holds.
 _COMPACT_MIN_BYTES = 1 << 20
 _COMPACT_RATIO = 4
+# Seconds a save_later waits, for other saves to join its batch and for
+# the reactor thread to be done with what it was doing. Saved at once,
+# each chunk's offset had the registry's thread running (and holding the
+# GIL) while the reactor thread answered the chunk: 0.1-0.15 ms of every
+# chunk's turnaround.
+_LATER_DELAY = 0.05
 
 
 @attrs.define
@@ -72,6 +78,7 @@ class FileRegistry(Service):
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="incoming-registry")
         self._pending = {}
         self._writing = {}  # the batch being written (never empty while it is)
+        self._later = None  # the call that writes saves that could wait
         self._drained = []
         self._journal = self.directory / JOURNAL
         self._fd = None
@@ -90,6 +97,8 @@ class FileRegistry(Service):
 
     def stopService(self):
         super().stopService()
+        if self._pending and not self._writing:
+            self._write_next_batch()
         d = self._wait_drained()
         d.addCallback(lambda _: self._pool.stop())
         d.addCallback(lambda _: self._close())
@@ -105,6 +114,9 @@ class FileRegistry(Service):
     def save(self, record, durable):
         return self._enqueue(record["id"], record, durable)
 
+    def save_later(self, record):
+        return self._enqueue(record["id"], record, False, later=True)
+
     def remove(self, upload_id):
         return self._enqueue(upload_id, None, False)
 
@@ -116,9 +128,11 @@ class FileRegistry(Service):
         entry.waiters.append(d)
         # Only the waiting counts here: a failed save has its own reader.
         d.addErrback(lambda _: None)
+        if not self._writing:
+            self._write_next_batch()  # a save_later, waited for now
         return d
 
-    def _enqueue(self, upload_id, record, durable):
+    def _enqueue(self, upload_id, record, durable, later=False):
         earlier = self._pending.pop(upload_id, None)
         entry = _Pending(record, durable)
         if earlier is not None:
@@ -129,11 +143,24 @@ class FileRegistry(Service):
         d = Deferred()
         entry.waiters.append(d)
         self._pending[upload_id] = entry
-        if not self._writing:
+        if self._writing:
+            pass  # the next batch starts once this one is written
+        elif later and self._pool.started:
+            if self._later is None:
+                self._later = self._reactor.callLater(_LATER_DELAY, self._write_later)
+        else:
             self._write_next_batch()
         return d
 
+    def _write_later(self):
+        self._later = None
+        if self._pending and not self._writing:
+            self._write_next_batch()
+
     def _write_next_batch(self):
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         batch, self._pending = self._pending, {}
         self._writing = batch
         if self._pool.started:
