@@ -157,18 +157,8 @@ def test_chunks_within_the_server_limit(start_server, backend, browser_page, tmp
     grow up to it and never past it.
     """
     for limit, size, expected in ((3, 10, [3, 3, 3, 1]), (12, 40, None)):
-        server = start_server(f"--chunk-size={limit}M", storage=tmp_path / f"storage-{limit}")
         source = random_file(tmp_path / f"capped-{limit}.bin", size * MB, seed=limit)
-        ticket = server.new_ticket(backend)
-        page = browser_page.open(server)
-        page.choose(source)
-
-        page.upload("c", ticket)
-        report = page.wait_for_outcome("c")
-
-        assert_arrived(backend.next_call(), source, ticket)
-        assert_finished(report, size * MB)
-        chunks = report["chunk_sizes"]
+        chunks = chunks_sent(start_server, backend, browser_page, source, f"--chunk-size={limit}M")
         assert sum(chunks) == size * MB
         if expected:
             assert chunks == [n * MB for n in expected]
@@ -183,18 +173,27 @@ def test_a_short_rest_goes_with_the_chunk_before_it(start_server, backend, brows
     """
     for limit, expected in ((None, [13]), (12, [8, 5])):
         options = [f"--chunk-size={limit}M"] if limit else []
-        server = start_server(*options, storage=tmp_path / f"storage-{limit}")
         source = random_file(tmp_path / f"rest-{limit}.bin", 13 * MB, seed=13)
-        ticket = server.new_ticket(backend)
-        page = browser_page.open(server)
-        page.choose(source)
+        assert chunks_sent(start_server, backend, browser_page, source, *options) == [n * MB for n in expected]
 
-        page.upload("r", ticket)
-        report = page.wait_for_outcome("r")
 
-        assert_arrived(backend.next_call(), source, ticket)
-        assert_finished(report, 13 * MB)
-        assert report["chunk_sizes"] == [n * MB for n in expected]
+def chunks_sent(start_server, backend, browser_page, source, *options):
+    """
+    Upload C{source} through incoming.js to a server started with
+    C{options}; the size of each chunk it sent, once the backend has the
+    file, intact.
+    """
+    server = start_server(*options, storage=source.with_name(source.name + ".storage"))
+    ticket = server.new_ticket(backend)
+    page = browser_page.open(server)
+    page.choose(source)
+
+    page.upload("c", ticket)
+    report = page.wait_for_outcome("c")
+
+    assert_arrived(backend.next_call(), source, ticket)
+    assert_finished(report, source.stat().st_size)
+    return report["chunk_sizes"]
 
 
 def test_three_concurrent_uploads(start_server, backend, browser_page, tmp_path):
