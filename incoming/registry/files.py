@@ -143,13 +143,12 @@ class FileRegistry(Service):
         d = Deferred()
         entry.waiters.append(d)
         self._pending[upload_id] = entry
-        if self._writing:
-            pass  # the next batch starts once this one is written
-        elif later and self._pool.started:
-            if self._later is None:
+        # While a batch is being written, the next one starts once it is.
+        if not self._writing:
+            if not (later and self._pool.started):
+                self._write_next_batch()
+            elif self._later is None:
                 self._later = self._reactor.callLater(_LATER_DELAY, self._write_later)
-        else:
-            self._write_next_batch()
         return d
 
     def _write_later(self):

@@ -34,10 +34,9 @@
      * reverse proxy's body size limit); a rest smaller than the chunk goes
      * with it. A fast link then takes a large file in a few PATCHes (over
      * loopback, 512 MiB in two: 8 MiB, then the rest), a slow one in chunks
-     * of FIRST_CHUNK. A
-     * large chunk risks nothing: the server writes a PATCH's bytes as they
-     * arrive and keeps them if the connection drops, and bytes_tx follows
-     * the upload progress events within a chunk.
+     * of FIRST_CHUNK. A large chunk risks nothing: the server writes a
+     * PATCH's bytes as they arrive and keeps them if the connection drops,
+     * and bytes_tx follows the upload progress events within a chunk.
      */
     var FIRST_CHUNK = 8 * 1024 * 1024;
     var CHUNK_SECONDS = 2;
