@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import report
 from .clients import chunked_upload, curl_chunked_upload, curl_upload, load_job, run_load, tus_patch_headers
-from .servers import ROOT, HandoverBackend, Incoming, Nginx, TusNode, sha256_of
+from .servers import ROOT, HandoverBackend, Incoming, Nginx, TusNode, sha256_of, spread_subdirectories
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -104,6 +104,7 @@ class Bench:
         self.sizes = Sizes(args.quick)
         self.workdir = Path(args.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(self.workdir)
         self.data = DataFiles(self.workdir / "data")
         self.backend = HandoverBackend()
         self.servers = []

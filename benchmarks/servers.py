@@ -134,6 +134,26 @@ class ProcessStats:
         return peak
 
 
+def spread_subdirectories(directory):
+    """
+    Have the filesystem put each new subdirectory of C{directory} in a
+    block group of its own (ext4's "top of directory hierarchy" flag,
+    C{chattr +T}), where it can; elsewhere nothing changes.
+
+    On ext4 without a journal, as on the machine these benchmarks were made
+    on, the kernel reuses no inode within a minute of its deletion, and each
+    new file scans past every such inode of its block group, one creation
+    at a time per directory. Beside other people's test suites in /tmp, a
+    file took 0.3-0.5 ms to create instead of 12 us, and 500 uploads created
+    at once spent much of their first second on it. In a block group of its
+    own, each server's storage meets only its own files.
+    """
+    try:
+        subprocess.run(["chattr", "+T", str(directory)], capture_output=True, timeout=30)
+    except OSError:
+        pass  # no chattr: the directories stay where the filesystem puts them
+
+
 class Server:
     """
     A server process. Subclasses say how to start it and how an upload to
@@ -150,6 +170,7 @@ class Server:
         self.process = None
         self.stats = None
         self.log_file = None
+        self.retired = 0
 
     @property
     def base(self):
@@ -204,12 +225,30 @@ class Server:
 
     def clean(self):
         """
-        Remove stored uploads between runs, so that every run starts from
-        the same (empty) storage.
+        Take the stored uploads out of the storage between runs, so that
+        every run starts from the same (empty) storage.
+
+        They are emptied and moved aside, not deleted: each inode deleted
+        slows the creation of files beside it for a minute (see
+        L{spread_subdirectories}); after the deletions of a few runs, a file
+        took up to 1 ms to create. Emptied, the files take no disk space;
+        they go with the server's working directory.
         """
-        for entry in self.storage.iterdir():
-            if entry.is_file():
-                entry.unlink()
+        retired = self.workdir / "retired"
+        retired.mkdir(exist_ok=True)
+        for entry in self.stored_files():
+            self.retired += 1
+            target = retired / str(self.retired)
+            try:
+                entry.rename(target)
+            except FileNotFoundError:
+                # The server may still be replacing a record (its temporary
+                # file is then gone by now).
+                continue
+            os.truncate(target, 0)
+
+    def stored_files(self):
+        return [entry for entry in self.storage.iterdir() if entry.is_file()]
 
 
 class Nginx(Server):
@@ -256,9 +295,8 @@ http {{
     def command(self):
         return [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.workdir / "error.log")]
 
-    def clean(self):
-        for entry in (self.storage / "put").iterdir():
-            entry.unlink()
+    def stored_files(self):
+        return list((self.storage / "put").iterdir())
 
     def upload_url(self, index):
         return f"{self.base}/put/upload-{index}.bin"
@@ -297,12 +335,6 @@ class TusNode(Server):
     def stored_path(self, url):
         return self.storage / url.rstrip("/").rsplit("/", 1)[1]
 
-    def clean(self):
-        for entry in self.storage.iterdir():
-            if entry.is_file():
-                # The server may still be replacing a record (its temporary
-                # file is then gone by now).
-                entry.unlink(missing_ok=True)
 
 
 class Incoming(Server):
@@ -370,12 +402,6 @@ class Incoming(Server):
     def stored_path(self, url):
         return self.storage / (url.rstrip("/").rsplit("/", 1)[1] + ".data")
 
-    def clean(self):
-        for entry in self.storage.iterdir():
-            if entry.is_file():
-                # The server may still be replacing a record (its temporary
-                # file is then gone by now).
-                entry.unlink(missing_ok=True)
 
 
 class HandoverBackend:
