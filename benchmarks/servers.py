@@ -336,7 +336,6 @@ class TusNode(Server):
         return self.storage / url.rstrip("/").rsplit("/", 1)[1]
 
 
-
 class Incoming(Server):
     """
     Incoming!! itself (``twistd incoming``), with the running sha256 on or
@@ -401,7 +400,6 @@ class Incoming(Server):
 
     def stored_path(self, url):
         return self.storage / (url.rstrip("/").rsplit("/", 1)[1] + ".data")
-
 
 
 class HandoverBackend:
