@@ -97,8 +97,7 @@ class FileRegistry(Service):
 
     def stopService(self):
         super().stopService()
-        if self._pending and not self._writing:
-            self._write_next_batch()
+        self._write_pending()
         d = self._wait_drained()
         d.addCallback(lambda _: self._pool.stop())
         d.addCallback(lambda _: self._close())
@@ -128,8 +127,7 @@ class FileRegistry(Service):
         entry.waiters.append(d)
         # Only the waiting counts here: a failed save has its own reader.
         d.addErrback(lambda _: None)
-        if not self._writing:
-            self._write_next_batch()  # a save_later, waited for now
+        self._write_pending()  # a save_later, waited for now
         return d
 
     def _enqueue(self, upload_id, record, durable, later=False):
@@ -153,6 +151,13 @@ class FileRegistry(Service):
 
     def _write_later(self):
         self._later = None
+        self._write_pending()
+
+    def _write_pending(self):
+        """
+        Start writing the pending saves, unless a batch is being written:
+        they then follow it.
+        """
         if self._pending and not self._writing:
             self._write_next_batch()
 
@@ -179,8 +184,7 @@ class FileRegistry(Service):
                 else:
                     d.errback(outcome)
         # A waiter may have saved again, and so started the next batch.
-        if self._pending and not self._writing:
-            self._write_next_batch()
+        self._write_pending()
         if not self._writing:
             drained, self._drained = self._drained, []
             for d in drained:
