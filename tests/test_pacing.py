@@ -2,13 +2,16 @@
 A burst of creations starts a few per turn of the reactor
 (incoming/pacing.py, UploadSite.paced_per_turn): every one is still
 answered, in order, and one whose client left while it waited is dropped
-without harm.
+without harm. The frontend's default listen queue holds a burst of
+connections.
 """
 
 import socket
 from urllib.parse import urlsplit
 
 import pytest
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
 
 from harness import b64
 from incoming.config import Config
@@ -164,3 +167,14 @@ def test_the_frontend_paces_creations_and_nothing_else(tmp_path):
     assert not frontend.paced(b"POST", uploads + b"abc")
     assert not frontend.paced(b"GET", b"/incoming/frontend/incoming.js")
     assert backend.paced is None and backend.pacer is None
+
+
+def test_the_default_frontend_keeps_a_long_listen_queue(tmp_path):
+    # With Twisted's default of 50, most of hundreds of browsers connecting
+    # at once would wait a second for a SYN retransmit (README, Options).
+    # The default listens on port 4000 of every interface, which a test may
+    # not take: the endpoint it describes is checked instead.
+    frontend = next(listener for listener in build(Config(storage=tmp_path))
+                    if isinstance(listener, Listener) and listener.name == "frontend")
+    assert frontend.description == Config().frontend
+    assert serverFromString(reactor, frontend.description)._backlog == 1024
