@@ -337,9 +337,9 @@ class Bench:
         browser = Browser()
         # Both libraries as shipped: incoming.js sizes its chunks by the
         # connection's speed (8 MiB first, then about 2 s worth each, a
-        # shorter rest with the chunk before it), and
-        # tus-js-client sends the whole file in one PATCH. tus-js-client in
-        # 8 MiB chunks, what incoming.js sent before, is a reference.
+        # shorter rest with the chunk before it), and tus-js-client sends
+        # the whole file in one PATCH. tus-js-client in 8 MiB chunks, what
+        # incoming.js sent before, is a reference.
         clients = [
             ("incoming.js", "incoming.js", 0),
             ("tus-js-client", "tus-js-client", 0),
