@@ -16,7 +16,6 @@ explains the hot path and its measurements.
 import ctypes
 import io
 import re
-import socket
 import threading
 
 from twisted.internet import reactor
@@ -199,23 +198,13 @@ class BodyReceiver:
     low_water = 256 << 10
     # The most an upload connection reads from its socket at once (Twisted's
     # default is 64 KiB): fewer, larger reads mean fewer trips through the
-    # reactor and the HTTP parser for each MiB. A lone upload reads 256 KiB:
-    # with 512 KiB, the server's peak RSS once rose by 5 MiB during a 4 GiB
-    # upload, past the 64 MiB that the benchmark holds it to.
+    # reactor and the HTTP parser for each MiB. While other uploads read or
+    # wait to, 512 KiB took 7-9% less server CPU than 256 KiB (500 uploads
+    # at once). A lone upload reads 256 KiB: with 512 KiB, the server's peak
+    # RSS once rose by 5 MiB during a 4 GiB upload, past the 64 MiB that
+    # the benchmark holds it to.
     read_size = 256 << 10
-    # While other uploads read or wait to, the reads are larger, and so is
-    # the socket's receive buffer during a turn (turn_receive_buffer, the
-    # size asked of the kernel: a window of about as much). The reactor
-    # reads each socket once per pass, and with hundreds of uploads
-    # starting a pass can take several milliseconds; a socket then held
-    # only the kernel's starting window and the client's send buffer, a few
-    # hundred KiB, and each reader got no more than that per pass. Either
-    # change alone made no difference; together, 500 uploads at once went
-    # in 5-8% faster, with less server CPU (docs/performance.rst). The
-    # buffer is set back once the turn ends: uploads that wait their turn
-    # hold no more in the kernel than before.
-    shared_read_size = 1 << 20
-    turn_receive_buffer = 2 << 20
+    shared_read_size = 512 << 10
 
     def __init__(self, session_ready):
         self.outcome = Deferred()
@@ -239,8 +228,6 @@ class BodyReceiver:
         self._full = False
         self._waiting_turn = False
         self._paused = False
-        # The socket's receive buffer before a turn widened it.
-        self._narrow_buffer = None
         _turns.join(self)
         session_ready.addCallbacks(self._session_ready, self._refused)
 
@@ -284,8 +271,6 @@ class BodyReceiver:
         self._body_over = True
         self._complete = True
         _turns.leave(self)
-        # The connection may carry more requests.
-        self._narrow_receive_buffer()
         self._pump()
 
     def connectionLost(self):
@@ -446,7 +431,6 @@ class BodyReceiver:
         """
         self._waiting_turn = True
         self._update_reading()
-        self._narrow_receive_buffer()
 
     def start_turn(self):
         self._waiting_turn = False
@@ -460,30 +444,8 @@ class BodyReceiver:
         """
         crowded = _turns.crowded
         self._high_water = self.shared_high_water if crowded else self.high_water
-        if not hasattr(self._transport, "bufferSize"):
-            return  # not a plain socket connection (TLS, tests)
-        self._transport.bufferSize = self.shared_read_size if crowded else self.read_size
-        if crowded and not self._waiting_turn and self._narrow_buffer is None:
-            self._widen_receive_buffer()
-
-    def _widen_receive_buffer(self):
-        sock = self._transport.socket
-        try:
-            # getsockopt reports what the kernel allots: twice what is asked.
-            narrow = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.turn_receive_buffer)
-        except OSError:
-            return  # the connection is gone: nothing to size
-        self._narrow_buffer = narrow
-
-    def _narrow_receive_buffer(self):
-        if self._narrow_buffer is None:
-            return
-        narrow, self._narrow_buffer = self._narrow_buffer, None
-        try:
-            self._transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, narrow)
-        except OSError:
-            pass  # the connection is gone: nothing to size
+        if hasattr(self._transport, "bufferSize"):
+            self._transport.bufferSize = self.shared_read_size if crowded else self.read_size
 
     def _update_reading(self):
         if self._transport is None:
