@@ -132,15 +132,16 @@ class UploadRequest(server.Request):
             self.content.write(data)
 
     def requestReceived(self, command, path, version):
+        method = self._effective_method(command)
         site = self.channel.site
         paced = getattr(site, "paced", None)
-        if paced is not None and self.body_receiver is None and paced(self._effective_method(command), path):
+        if paced is not None and self.body_receiver is None and paced(method, path):
             # Parsed already; processed when the pacer has room.
-            site.pacer.start(lambda: self._process(command, path, version))
+            site.pacer.start(lambda: self._process(method, path, version))
         else:
-            self._process(command, path, version)
+            self._process(method, path, version)
 
-    def _process(self, command, path, version):
+    def _process(self, method, path, version):
         if self._disconnected:
             # The client left while the request waited for its turn.
             return
@@ -151,7 +152,7 @@ class UploadRequest(server.Request):
             # Keep Twisted from parsing a form out of the discarded body, or
             # from failing on control characters in the header.
             self.requestHeaders.removeHeader(b"content-type")
-        super().requestReceived(self._effective_method(command), path, version)
+        super().requestReceived(method, path, version)
 
     def connectionLost(self, reason):
         if self.body_receiver is not None:
