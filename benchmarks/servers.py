@@ -248,6 +248,10 @@ class Server:
             os.truncate(target, 0)
 
     def stored_files(self):
+        """
+        The files the server stored for its uploads (data and records):
+        what L{clean} takes out.
+        """
         return [entry for entry in self.storage.iterdir() if entry.is_file()]
 
 
