@@ -153,22 +153,58 @@ def test_checksum_match_and_mismatch(server, backend, tus):
     assert backend.next_call()["sha256"] == hashlib.sha256(b"abcdefgh").hexdigest()
 
 
-def test_creation_with_upload(server, backend, tus):
-    ticket = server.new_ticket(backend)
-    response = tus.http.post(
+def create_with_upload(server, tus, ticket, length, data, filename="file.bin"):
+    metadata = f"ticket {b64(ticket)},filename {b64(filename)}"
+    return tus.http.post(
         server.uploads_url,
-        data=b"hello",
+        data=data,
         headers={
-            "Upload-Length": "8",
-            "Upload-Metadata": f"ticket {b64(ticket)}",
+            "Upload-Length": str(length),
+            "Upload-Metadata": metadata,
             "Content-Type": "application/offset+octet-stream",
         },
     )
+
+
+def test_creation_with_upload(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    response = create_with_upload(server, tus, ticket, 8, b"hello")
     assert response.status_code == 201
     assert response.headers["Upload-Offset"] == "5"
+    assert response.headers["Upload-Metadata"] == f"ticket {b64(ticket)},filename {b64('file.bin')}"
     url = response.headers["Location"]
     assert tus.patch(url, 5, b"!!!").status_code == 204
     assert backend.next_call()["sha256"] == hashlib.sha256(b"hello!!!").hexdigest()
+
+
+def test_a_repeated_creation_with_upload_keeps_what_is_stored(server, backend, tus):
+    """
+    A client that lost the answer to its creation sends it again, data and
+    all: the data already stored stays, the answer says where to go on.
+    """
+    ticket = server.new_ticket(backend)
+    url = create_with_upload(server, tus, ticket, 8, b"hello").headers["Location"]
+    again = create_with_upload(server, tus, ticket, 8, b"HELLO")
+    assert (again.status_code, again.headers["Location"]) == (201, url)
+    assert again.headers["Upload-Offset"] == "5"
+    assert tus.patch(url, 5, b"!!!").status_code == 204
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"hello!!!").hexdigest()
+
+
+def test_a_creation_with_upload_for_another_file_stores_nothing(server, backend, tus):
+    """
+    Another page with the same ticket and a file of the same length: its
+    data is dropped, and the answer shows the metadata of the file the
+    upload was created for, so that the page can tell it is not its own.
+    """
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 8, filename="mine.bin", filetype="")
+    theirs = create_with_upload(server, tus, ticket, 8, b"THEIR", filename="theirs.bin")
+    assert (theirs.status_code, theirs.headers["Location"]) == (201, url)
+    assert theirs.headers["Upload-Offset"] == "0"
+    assert "filename " + b64("mine.bin") in theirs.headers["Upload-Metadata"]
+    assert tus.patch(url, 0, b"mine!!!!").status_code == 204
+    assert backend.next_call()["sha256"] == hashlib.sha256(b"mine!!!!").hexdigest()
 
 
 def test_deferred_length(server, backend, tus):

@@ -114,9 +114,11 @@ class Frontend:
     async def _prepare_creation(self, request, length):
         check_tus_version(request)
         upload = await self._claim(request)
-        if upload.offset != 0:
-            # A repeated claim of an upload under way: its data is already
-            # here, the client goes on with PATCH from the offset we answer.
+        if upload.offset != 0 or upload.raw_metadata != (header(request, "upload-metadata") or ""):
+            # A repeated claim of an upload under way, or one for another
+            # file (another page with the same ticket): its data is dropped.
+            # The answer says the offset, and the metadata the upload was
+            # created with, for the client to tell whether it is its own.
             return None
         return await self.uploads.begin_write(upload, 0, length, None, None)
 
@@ -185,6 +187,10 @@ class Frontend:
         request.setHeader("location", self._url(request, upload.id))
         if request.body_receiver is not None:
             request.setHeader("upload-offset", str(self.uploads.offset(upload)))
+        if upload.raw_metadata:
+            # Lets a client that sent data with a repeated claim check that
+            # the upload is its file's before it goes on (as from a HEAD).
+            request.setHeader("upload-metadata", upload.raw_metadata)
         self._expires(request, upload)
         request.setResponseCode(201)
         return b""
