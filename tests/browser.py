@@ -47,6 +47,20 @@ const FLAGS = [
 ];
 window.uploads = {{}};
 
+// Every request the library makes: its method, URL and body size.
+window.requests = [];
+const xhrOpen = XMLHttpRequest.prototype.open;
+const xhrSend = XMLHttpRequest.prototype.send;
+XMLHttpRequest.prototype.open = function (method, url) {{
+    this.seen = {{method: method, url: String(url), size: 0}};
+    return xhrOpen.apply(this, arguments);
+}};
+XMLHttpRequest.prototype.send = function (body) {{
+    if (body) this.seen.size = body.size !== undefined ? body.size : body.length;
+    window.requests.push(this.seen);
+    return xhrSend.apply(this, arguments);
+}};
+
 function snapshot(u) {{
     const values = {{}};
     for (const name of PROPERTIES) values[name] = u[name];

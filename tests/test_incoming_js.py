@@ -150,6 +150,65 @@ def test_200_mb_file(server, backend, browser_page, tmp_path):
     assert server.status(ticket, "s3cret")["state"] == "finished"
 
 
+def upload_requests(page, server):
+    """
+    The requests the page made to the server's uploads, as (method, body
+    size) pairs in order: the state requests that follow the handover left
+    out.
+    """
+    return [
+        (r["method"], r["size"])
+        for r in page.evaluate("window.requests")
+        if r["url"].startswith(server.uploads_url) and not r["url"].split("?")[0].endswith("/state")
+    ]
+
+
+def test_a_file_that_goes_in_one_chunk_goes_with_the_claim(server, backend, browser_page, tmp_path):
+    """
+    creation-with-upload: the claim carries the whole file, and the upload
+    is one request, no HEAD nor PATCH.
+    """
+    size = 5 * MB
+    source = random_file(tmp_path / "photo.jpg", size, seed=5)
+    ticket = server.new_ticket(backend)
+    page = browser_page.open(server)
+    page.choose(source)
+
+    page.upload("small", ticket)
+    report = page.wait_for_outcome("small")
+
+    assert_arrived(backend.next_call(), source, ticket)
+    assert_finished(report, size)
+    assert report["chunk_sizes"] == [size]
+    assert report["max_bytes_ahead"] > 0, "no upload progress while the claim was sent"
+    assert upload_requests(page, server) == [("OPTIONS", 0), ("POST", size)]
+
+
+def test_a_claim_with_the_file_goes_on_from_what_the_server_has(server, backend, browser_page, tmp_path):
+    """
+    The ticket was claimed before for this file and part of it is stored
+    (another page, or an answer lost): the data that comes with the claim
+    is dropped, and the page sends the rest from the server's offset.
+    """
+    size = 3 * MB
+    source = random_file(tmp_path / "report.pdf", size, seed=3)
+    data = source.read_bytes()
+    ticket = server.new_ticket(backend)
+    tus = TusClient(server)
+    url = tus.create(ticket, size, filename="report.pdf", filetype="")
+    assert tus.patch(url, 0, data[:MB]).status_code == 204
+    page = browser_page.open(server)
+    page.choose(source)
+
+    page.upload("u", ticket)
+    report = page.wait_for_outcome("u")
+
+    assert_arrived(backend.next_call(), source, ticket)
+    assert_finished(report, size)
+    # The PATCH sent what the server lacked: from its offset to the end.
+    assert upload_requests(page, server) == [("OPTIONS", 0), ("POST", size), ("PATCH", size - MB)]
+
+
 def test_chunks_within_the_server_limit(start_server, backend, browser_page, tmp_path):
     """
     --chunk-size caps the chunks (for a reverse proxy's body size limit):
@@ -594,7 +653,7 @@ def test_error_21_ticket_used_for_another_file(server, browser_page, tmp_path):
     other_length = server.new_ticket(None)
     tus.create(other_length, 999, filename="mine.bin")
     other_name = server.new_ticket(None)
-    tus.create(other_name, 1000, filename="theirs.bin")
+    name_url = tus.create(other_name, 1000, filename="theirs.bin")
     page = browser_page.open(server)
     page.choose(source)
 
@@ -602,6 +661,9 @@ def test_error_21_ticket_used_for_another_file(server, browser_page, tmp_path):
     page.upload("name", other_name)
     assert error_of(page.wait_for_outcome("length")) == 21
     assert error_of(page.wait_for_outcome("name")) == 21
+    # The page sent its file with the claim; none of it was stored.
+    assert ("POST", 1000) in upload_requests(page, server)
+    assert tus.offset(name_url) == 0
 
 
 def test_error_22_file_too_large(server, backend, browser_page, tmp_path):

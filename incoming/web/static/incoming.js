@@ -21,8 +21,9 @@
     var OFFSET_CONTENT_TYPE = 'application/offset+octet-stream';
 
     /*
-     * Chunk sizes. Every chunk is one PATCH, and each PATCH costs a request's
-     * setup and a round trip on top of its bytes: about 10 ms in Chromium on
+     * Chunk sizes. Every chunk is one request (a PATCH, or the claim for a
+     * file that goes in one chunk), and each costs a request's setup and a
+     * round trip on top of its bytes: about 10 ms in Chromium on
      * loopback, where 8 MiB chunks made uploads a quarter slower than one
      * PATCH for the whole file. The bytes of a chunk are confirmed
      * (bytes_acked, frac_complete) only when its answer comes, though, and
@@ -317,6 +318,7 @@
             this.attempt = 0;            // failed attempts since the last good answer
             this.base = null;
             this.maxChunk = 0;           // the server's limit (Infinity: none); 0: not asked yet
+            this.createWithData = false; // the server takes data with the claim (creation-with-upload)
             this.chunkSize = 0;          // the next chunk's size
             this.location = null;
         }
@@ -750,17 +752,21 @@
             }
             // A new connection may be slower than the last one: start small.
             this.chunkSize = Math.min(FIRST_CHUNK, this.maxChunk);
+            var offset = null;
             if (!this.location) {
-                await this.claim(gen);
+                offset = await this.claim(gen);
             }
             for (;;) {
-                var offset = await this.head(gen);
+                if (offset === null) {
+                    offset = await this.head(gen);
+                }
                 if (offset < this.bytes_total) {
                     await this.send(gen, offset, false);
                 }
                 if (await this.follow(gen)) {
                     return;
                 }
+                offset = null;
             }
         }
 
@@ -784,12 +790,27 @@
             }
             var limit = parseCount(xhr.getResponseHeader('Incoming-Chunk-Size'));
             this.maxChunk = limit > 0 ? limit : Infinity;
+            var extensions = (xhr.getResponseHeader('Tus-Extension') || '').split(',').map(function (e) {
+                return e.trim();
+            });
+            this.createWithData = extensions.indexOf('creation-with-upload') >= 0;
         }
 
-        // POST: claim the ticket. Claiming again with the same length (after
-        // a lost answer, or from a reloaded page) gives the same upload.
+        /*
+         * POST: claim the ticket. Claiming again with the same length (after
+         * a lost answer, or from a reloaded page) gives the same upload.
+         *
+         * A file that goes in one chunk goes with the claim
+         * (creation-with-upload): the whole upload is then one request
+         * instead of three (POST, HEAD, PATCH), which counts for many small
+         * files and on long round trips. A larger file is claimed first, so
+         * that a reloaded page does not send its first chunk again for
+         * nothing: the server keeps the data it has and drops what comes
+         * with a repeated claim. Resolves with the server's offset when the
+         * claim carried data, else with null (ask with HEAD).
+         */
         async claim(gen) {
-            var xhr = await this.request(gen, 'POST', this.uploadsUrl, {headers: {
+            var headers = {
                 'Tus-Resumable': TUS_VERSION,
                 'Upload-Length': this.bytes_total,
                 'Upload-Metadata': encodeMetadata({
@@ -801,7 +822,12 @@
                     lastModified: typeof this.file.lastModified === 'number' ?
                         String(this.file.lastModified) : ''
                 })
-            }});
+            };
+            var withData = this.createWithData && this.bytes_total > 0 && this.chunkEnd(0) === this.bytes_total;
+            var began = Date.now();
+            var xhr = withData ?
+                await this.requestChunk(gen, 'POST', this.uploadsUrl, headers, 0, this.bytes_total) :
+                await this.request(gen, 'POST', this.uploadsUrl, {headers: headers});
             var message = messageOf(xhr);
             switch (xhr.status) {
             case 200:
@@ -812,7 +838,7 @@
                         'where the upload is (no Location header readable; check CORS)');
                 }
                 this.location = new URL(location, this.uploadsUrl).href;
-                return;
+                return withData ? this.claimedWithData(gen, xhr, began) : null;
             case 403:
                 throw new Fatal(errors.TICKET_UNKNOWN, 'the server does not know this upload ticket' +
                     (message ? ': ' + message : ''));
@@ -826,6 +852,26 @@
             default:
                 throw this.unexpected(xhr, 'claiming the ticket');
             }
+        }
+
+        /*
+         * The answer to a claim that carried the whole file: the server
+         * took it, or (a repeated claim) kept what it had and says from
+         * where to go on. Either way the upload must be this file's, as
+         * after a HEAD.
+         */
+        claimedWithData(gen, xhr, began) {
+            var offset = this.offsetOf(xhr, 'the server did not say the upload offset');
+            var metadata = parseMetadata(xhr.getResponseHeader('Upload-Metadata'));
+            if (!this.ownFile(this.bytes_total, metadata)) {
+                throw this.usedForAnother(this.bytes_total, metadata);
+            }
+            if (offset >= this.bytes_total) {
+                this.chunkAcked(gen, 0, offset, began);
+            } else {
+                this.adopt(gen, offset);
+            }
+            return offset;
         }
 
         // HEAD: where does the server stand? This is where a connection
@@ -843,21 +889,42 @@
             default:
                 throw this.unexpected(xhr, 'HEAD ' + this.url);
             }
-            var offset = parseCount(xhr.getResponseHeader('Upload-Offset'));
-            if (offset === null) {
-                throw new Fatal(errors.SERVER_REFUSED, 'the server did not say the upload offset ' +
-                    '(no Upload-Offset header readable; check CORS)');
-            }
+            var offset = this.offsetOf(xhr, 'the server did not say the upload offset');
             var length = parseCount(xhr.getResponseHeader('Upload-Length'));
             var metadata = parseMetadata(xhr.getResponseHeader('Upload-Metadata'));
-            var sameFile = (length === null || length === this.bytes_total) &&
+            if (!this.ownFile(length, metadata)) {
+                throw this.usedForAnother(length, metadata);
+            }
+            this.adopt(gen, offset);
+            return offset;
+        }
+
+        // Upload-Offset of an answer.
+        offsetOf(xhr, missing) {
+            var offset = parseCount(xhr.getResponseHeader('Upload-Offset'));
+            if (offset === null) {
+                throw new Fatal(errors.SERVER_REFUSED, missing + ' (no Upload-Offset header readable; check CORS)');
+            }
+            return offset;
+        }
+
+        // Whether the server's upload (its length and metadata) is this
+        // file: a reloaded page may have been given another one for the
+        // same ticket.
+        ownFile(length, metadata) {
+            return (length === null || length === this.bytes_total) &&
                 (!metadata.filename || !this.filename || metadata.filename === this.filename) &&
                 (!metadata.lastModified || typeof this.file.lastModified !== 'number' ||
                     metadata.lastModified === String(this.file.lastModified));
-            if (!sameFile) {
-                throw new Fatal(errors.TICKET_USED, 'this ticket is already used for another file (' +
-                    JSON.stringify(metadata.filename || '') + ', ' + length + ' bytes)');
-            }
+        }
+
+        usedForAnother(length, metadata) {
+            return new Fatal(errors.TICKET_USED, 'this ticket is already used for another file (' +
+                JSON.stringify(metadata.filename || '') + ', ' + length + ' bytes)');
+        }
+
+        // Go on from the server's offset (a connection is re-established).
+        adopt(gen, offset) {
             this.attempt = 0;
             this.bytes_acked = Math.min(offset, this.bytes_total);
             this.bytes_tx = this.bytes_acked;
@@ -868,7 +935,72 @@
             }
             this.progress();
             this.check(gen);
-            return offset;
+        }
+
+        /*
+         * Where a chunk from `offset` ends: chunkSize bytes on, or the end
+         * of the file when the rest after that is smaller than a chunk (a
+         * short last PATCH costs a request of its own for little data),
+         * unless that passes the server's limit.
+         */
+        chunkEnd(offset) {
+            var end = Math.min(this.bytes_total, offset + this.chunkSize);
+            if (this.bytes_total - end < this.chunkSize && this.bytes_total - offset <= this.maxChunk) {
+                end = this.bytes_total;
+            }
+            return end;
+        }
+
+        /*
+         * Send the file's bytes from `start` to `end` as the body of a
+         * request (a PATCH, or the claim), with upload progress (bytes_tx)
+         * and the stall timeout; resolves with the xhr.
+         */
+        async requestChunk(gen, method, url, headers, start, end) {
+            var self = this;
+            headers['Content-Type'] = OFFSET_CONTENT_TYPE;
+            this.state_msg = 'uploading';
+            this.chunks_tx_now++;
+            this.chunks_ahead = 1;
+            this.bytes_tx = start;
+            this.progress();
+            try {
+                var xhr = await this.request(gen, method, url, {
+                    headers: headers,
+                    body: this.file.slice(start, end),
+                    stall: STALL_TIMEOUT,
+                    onUploadProgress: function (loaded) {
+                        var sent = Math.min(end, start + loaded);
+                        if (sent !== self.bytes_tx) {
+                            self.bytes_tx = sent;
+                            self.progress();
+                        }
+                    }
+                });
+            } catch (error) {
+                if (error instanceof Retry && !(await readable(this.file))) {
+                    throw this.unreadable();
+                }
+                throw error;
+            }
+            this.chunks_ahead = 0;
+            return xhr;
+        }
+
+        // The server confirmed a chunk sent from `start` at `began`: it has
+        // `next` bytes now.
+        chunkAcked(gen, start, next, began) {
+            this.chunks_acked_now++;
+            this.attempt = 0;
+            // The next chunk: what this one's rate sends in CHUNK_SECONDS,
+            // within the bounds (see FIRST_CHUNK).
+            var rate = (next - start) / Math.max(1, Date.now() - began) * 1000;
+            this.chunkSize = Math.min(this.maxChunk, Math.max(FIRST_CHUNK, Math.round(rate * CHUNK_SECONDS)));
+            this.bytes_acked = Math.min(next, this.bytes_total);
+            this.bytes_tx = this.bytes_acked;
+            this.dataDone = next >= this.bytes_total;
+            this.progress();
+            this.check(gen);
         }
 
         /*
@@ -884,64 +1016,17 @@
             while (offset < this.bytes_total || once) {
                 once = false;
                 var start = offset;
-                var end = Math.min(this.bytes_total, offset + this.chunkSize);
-                // A rest smaller than a chunk goes with this one: a short
-                // last PATCH costs a request of its own for little data.
-                if (this.bytes_total - end < this.chunkSize && this.bytes_total - offset <= this.maxChunk) {
-                    end = this.bytes_total;
-                }
-                var self = this;
-                this.chunks_tx_now++;
-                this.chunks_ahead = 1;
-                this.bytes_tx = start;
-                this.progress();
                 var began = Date.now();
-                var xhr;
-                try {
-                    xhr = await this.request(gen, 'PATCH', this.url, {
-                        headers: {
-                            'Tus-Resumable': TUS_VERSION,
-                            'Upload-Offset': start,
-                            'Content-Type': OFFSET_CONTENT_TYPE
-                        },
-                        body: this.file.slice(start, end),
-                        stall: STALL_TIMEOUT,
-                        onUploadProgress: function (loaded) {
-                            var sent = Math.min(end, start + loaded);
-                            if (sent !== self.bytes_tx) {
-                                self.bytes_tx = sent;
-                                self.progress();
-                            }
-                        }
-                    });
-                } catch (error) {
-                    if (error instanceof Retry && !(await readable(this.file))) {
-                        throw this.unreadable();
-                    }
-                    throw error;
-                }
-                this.chunks_ahead = 0;
+                var xhr = await this.requestChunk(gen, 'PATCH', this.url, {
+                    'Tus-Resumable': TUS_VERSION,
+                    'Upload-Offset': start
+                }, start, this.chunkEnd(start));
                 switch (xhr.status) {
                 case 200:
                 case 204:
-                    var next = parseCount(xhr.getResponseHeader('Upload-Offset'));
-                    if (next === null) {
-                        throw new Fatal(errors.SERVER_REFUSED, 'the server did not say the new upload offset ' +
-                            '(no Upload-Offset header readable; check CORS)');
-                    }
-                    this.chunks_acked_now++;
-                    this.attempt = 0;
-                    // The next chunk: what this one's rate sends in
-                    // CHUNK_SECONDS, within the bounds (see FIRST_CHUNK).
-                    var rate = (next - start) / Math.max(1, Date.now() - began) * 1000;
-                    this.chunkSize = Math.min(this.maxChunk,
-                        Math.max(FIRST_CHUNK, Math.round(rate * CHUNK_SECONDS)));
-                    this.bytes_acked = Math.min(next, this.bytes_total);
-                    this.bytes_tx = this.bytes_acked;
-                    this.dataDone = next >= this.bytes_total;
+                    var next = this.offsetOf(xhr, 'the server did not say the new upload offset');
+                    this.chunkAcked(gen, start, next, began);
                     offset = next;
-                    this.progress();
-                    this.check(gen);
                     break;
                 case 409:
                     // Another offset on the server (a request we gave up on
