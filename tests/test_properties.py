@@ -723,15 +723,20 @@ class TusSessions(RuleBasedStateMachine):
             return
 
         def location_ok():
+            # Every creation answer says the upload's own metadata, for a
+            # client to tell whether the upload is its file's.
+            own = self.raw_metadata.strip(" \t") or None
+            assert reply.header("upload-metadata") == own, (reply.headers, self.raw_metadata)
             return (reply.header("location") or "").endswith(self.url_path)
 
         if bkind != "data" or size == 0 and chunks is None:
             self.expect(reply, {201})
             assert location_ok(), reply.headers
             return
-        if self.offset != 0 or self.state == "finished":
-            # A repeated claim: the data is already here (or the upload is
-            # over); the body is dropped, the client goes on from the offset.
+        if self.offset != 0 or self.state == "finished" or raw_metadata.strip(" \t") != self.raw_metadata.strip(" \t"):
+            # A repeated claim: the data is already here, the upload is
+            # over, or the claim is for another file (other metadata); the
+            # body is dropped, the client goes on from the offset.
             self.expect(reply, {201, 409, 413})
             if reply.status == 201:
                 assert location_ok(), reply.headers
