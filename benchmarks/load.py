@@ -127,22 +127,23 @@ async def one_upload(job, index, data, results):
             metadata = "filename YmVuY2guYmlu"
             if job["kind"] == "incoming":
                 metadata += ",ticket " + job["tickets"][index]
+            # The file goes with its creation (creation-with-upload), as
+            # incoming.js sends a file that fits in one chunk, and as
+            # tus-js-client does with uploadDataDuringCreation.
             status, headers, text = await connection.request(
                 "POST",
                 _path(job["uploads_url"]),
-                ["Tus-Resumable: 1.0.0", f"Upload-Length: {size}", f"Upload-Metadata: {metadata}"],
-            )
-            if status != 201:
-                raise RuntimeError(f"create: HTTP {status} {text[:200]!r}")
-            url = headers["location"]
-            status, headers, text = await connection.request(
-                "PATCH",
-                _path(url),
-                ["Tus-Resumable: 1.0.0", "Upload-Offset: 0", "Content-Type: application/offset+octet-stream"],
+                [
+                    "Tus-Resumable: 1.0.0",
+                    f"Upload-Length: {size}",
+                    f"Upload-Metadata: {metadata}",
+                    "Content-Type: application/offset+octet-stream",
+                ],
                 body,
             )
-            if status != 204 or int(headers.get("upload-offset", -1)) != size:
-                raise RuntimeError(f"PATCH: HTTP {status} {text[:200]!r}")
+            if status != 201 or int(headers.get("upload-offset", -1)) != size:
+                raise RuntimeError(f"create: HTTP {status} {text[:200]!r}")
+            url = headers["location"]
         outcome["url"] = url
         outcome["seconds"] = time.perf_counter() - started
     except Exception as e:  # a failed upload is counted, not fatal
