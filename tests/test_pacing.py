@@ -2,11 +2,13 @@
 A burst of creations starts a few per turn of the reactor
 (incoming/pacing.py, UploadSite.paced_per_turn): every one is still
 answered, in order, and one whose client left while it waited is dropped
-without harm. The frontend's default listen queue holds a burst of
+without harm. A creation that carries data claims its ticket at that pace. The frontend's default listen queue holds a burst of
 connections.
 """
 
+import hashlib
 import socket
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +19,7 @@ from harness import b64
 from incoming.config import Config
 from incoming.pacing import TurnPacer
 from incoming.service import Listener, UploadSite, build
+from incoming.web.frontend import Frontend
 
 BURST = 5 * UploadSite.paced_per_turn
 
@@ -88,10 +91,11 @@ def test_a_call_that_raises_does_not_strand_the_others():
     assert started == ["first", "after the failure"]
 
 
-def send_creations(server, tickets):
+def send_creations(server, tickets, data=b""):
     """
-    One raw connection per ticket, each with a creation request sent before
-    any answer is read: the burst arrives at once.
+    One raw connection per ticket, each with a creation request (of a
+    1000-byte upload, carrying C{data}) sent before any answer is read: the
+    burst arrives at once.
     """
     parts = urlsplit(server.uploads_url)
     connections = []
@@ -99,9 +103,11 @@ def send_creations(server, tickets):
         sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
         request = (
             f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
-            f"Upload-Length: 1000\r\nUpload-Metadata: ticket {b64(ticket)}\r\nContent-Length: 0\r\n\r\n"
+            f"Upload-Length: 1000\r\nUpload-Metadata: ticket {b64(ticket)}\r\n"
+            + ("Content-Type: application/offset+octet-stream\r\n" if data else "")
+            + f"Content-Length: {len(data)}\r\n\r\n"
         )
-        sock.sendall(request.encode())
+        sock.sendall(request.encode() + data)
         connections.append(sock)
     return connections
 
@@ -130,6 +136,45 @@ def test_a_burst_of_creations_is_answered_whole(server, backend, tus):
         assert headers["location"].endswith("/" + ticket)
         head = tus.head(headers["location"])
         assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")
+
+
+def test_a_creation_with_data_starts_its_claim_at_the_pacers_pace():
+    reactor = Turns()
+    request = SimpleNamespace(channel=SimpleNamespace(site=SimpleNamespace(pacer=TurnPacer(reactor, 2))))
+    started = []
+
+    async def claim(i):
+        started.append(i)
+        return f"claimed {i}"
+
+    ready = [Frontend._paced_start(request, lambda i=i: claim(i)) for i in range(5)]
+    assert started == [0, 1]
+    reactor.turn()
+    reactor.turn()
+    assert started == [0, 1, 2, 3, 4]
+    results = []
+    for d in ready:
+        d.addCallback(results.append)
+    assert results == [f"claimed {i}" for i in range(5)]
+
+
+def test_a_burst_of_creations_with_data_is_stored_whole(server, backend):
+    """
+    Creations that carry their upload claim their tickets at the pacer's
+    pace while their bodies wait; every one is stored and handed over.
+    """
+    data = bytes(range(250)) * 4
+    tickets = [server.new_ticket(backend) for _ in range(BURST)]
+    connections = send_creations(server, tickets, data)
+    answers = []
+    for sock in connections:
+        answers.append(answer_head(sock))
+        sock.close()
+
+    assert [(status, headers["upload-offset"]) for status, headers in answers] == [(201, "1000")] * BURST
+    calls = {call["id"]: call for call in (backend.next_call() for _ in tickets)}
+    assert sorted(calls) == sorted(tickets)
+    assert {call["sha256"] for call in calls.values()} == {hashlib.sha256(data).hexdigest()}
 
 
 def test_creations_whose_clients_left_while_waiting_are_dropped(server, backend, tus):

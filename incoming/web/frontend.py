@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.web.static import File
 
 from .. import tus
@@ -84,16 +84,31 @@ class Frontend:
             and length != 0
             and request.getHeader(b"content-type") == tus.OFFSET_CONTENT_TYPE.encode()
         ):
-            return BodyReceiver(ensureDeferred(self._prepare_creation(request, length)))
+            return BodyReceiver(self._paced_start(request, lambda: self._prepare_creation(request, length)))
         return None
 
     def paced(self, method, path):
         """
         Whether a request is one to start a turn at a time (see
-        L{incoming.service.UploadSite}): creations without data, which come
-        in bursts when many uploads start at once.
+        L{incoming.service.UploadSite}): creations, which come in bursts
+        when many uploads start at once. A creation without data is
+        processed at the pacer's pace; one with data (see L{route_body})
+        claims its ticket at that pace while its body waits.
         """
         return method == b"POST" and _CREATION_URL.fullmatch(path) is not None
+
+    @staticmethod
+    def _paced_start(request, start):
+        """
+        Run the coroutine function C{start} when the site's pacer has room
+        (at once on a site without one); a L{Deferred} of its result.
+        """
+        pacer = getattr(request.channel.site, "pacer", None)
+        if pacer is None:
+            return ensureDeferred(start())
+        ready = Deferred()
+        pacer.start(lambda: ensureDeferred(start()).chainDeferred(ready))
+        return ready
 
     async def _prepare_patch(self, request, upload_id, length):
         check_tus_version(request)
