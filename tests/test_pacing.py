@@ -140,22 +140,25 @@ def test_a_burst_of_creations_is_answered_whole(server, backend, tus):
 
 def test_a_creation_with_data_starts_its_claim_at_the_pacers_pace():
     reactor = Turns()
-    request = SimpleNamespace(channel=SimpleNamespace(site=SimpleNamespace(pacer=TurnPacer(reactor, 2))))
+    site = SimpleNamespace(pacer=TurnPacer(reactor, 2))
+    requests = [SimpleNamespace(_disconnected=False, channel=SimpleNamespace(site=site)) for _ in range(5)]
     started = []
 
     async def claim(i):
         started.append(i)
         return f"claimed {i}"
 
-    ready = [Frontend._paced_start(request, lambda i=i: claim(i)) for i in range(5)]
+    ready = [Frontend._paced_start(request, lambda i=i: claim(i)) for i, request in enumerate(requests)]
     assert started == [0, 1]
+    requests[3]._disconnected = True  # its client leaves while it waits
     reactor.turn()
     reactor.turn()
-    assert started == [0, 1, 2, 3, 4]
+    assert started == [0, 1, 2, 4]
     results = []
     for d in ready:
-        d.addCallback(results.append)
-    assert results == [f"claimed {i}" for i in range(5)]
+        d.addCallbacks(results.append, lambda f: results.append(f.value.message))
+    assert results == ["claimed 0", "claimed 1", "claimed 2",
+                       "the client left before its creation was processed", "claimed 4"]
 
 
 def test_a_burst_of_creations_with_data_is_stored_whole(server, backend):
@@ -177,9 +180,10 @@ def test_a_burst_of_creations_with_data_is_stored_whole(server, backend):
     assert {call["sha256"] for call in calls.values()} == {hashlib.sha256(data).hexdigest()}
 
 
-def test_creations_whose_clients_left_while_waiting_are_dropped(server, backend, tus):
+@pytest.mark.parametrize("data", [b"", b"x" * 1000], ids=["without data", "with data"])
+def test_creations_whose_clients_left_while_waiting_are_dropped(server, backend, tus, data):
     tickets = [server.new_ticket(backend) for _ in range(BURST)]
-    connections = send_creations(server, tickets)
+    connections = send_creations(server, tickets, data)
     # The later half of the burst leaves before its turn comes.
     staying, leaving = connections[: BURST // 2], connections[BURST // 2 :]
     for sock in leaving:

@@ -101,13 +101,22 @@ class Frontend:
     def _paced_start(request, start):
         """
         Run the coroutine function C{start} when the site's pacer has room
-        (at once on a site without one); a L{Deferred} of its result.
+        (at once on a site without one); a L{Deferred} of its result. If
+        the client left while it waited, C{start} is not run, as a creation
+        without data is dropped then (see L{incoming.receive.UploadRequest}).
         """
         pacer = getattr(request.channel.site, "pacer", None)
         if pacer is None:
             return ensureDeferred(start())
         ready = Deferred()
-        pacer.start(lambda: ensureDeferred(start()).chainDeferred(ready))
+
+        def run():
+            if request._disconnected:
+                ready.errback(ClientError("the client left before its creation was processed"))
+            else:
+                ensureDeferred(start()).chainDeferred(ready)
+
+        pacer.start(run)
         return ready
 
     async def _prepare_patch(self, request, upload_id, length):
