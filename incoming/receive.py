@@ -19,7 +19,7 @@ import re
 import threading
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -140,6 +140,28 @@ class UploadRequest(server.Request):
             site.pacer.start(lambda: self._process(method, path, version))
         else:
             self._process(method, path, version)
+
+    def paced_start(self, start):
+        """
+        Run the coroutine function C{start} when the site's pacer has room
+        (at once on a site without one): a L{Deferred} of its result. For
+        work a request's headers start while its body comes in, such as the
+        claim of a creation that carries data. If the client left while it
+        waited, C{start} is not run, as a paced request is then dropped.
+        """
+        pacer = getattr(self.channel.site, "pacer", None)
+        if pacer is None:
+            return ensureDeferred(start())
+        ready = Deferred()
+
+        def run():
+            if self._disconnected:
+                ready.errback(ClientError("the client left before its creation was processed"))
+            else:
+                ensureDeferred(start()).chainDeferred(ready)
+
+        pacer.start(run)
+        return ready
 
     def _process(self, method, path, version):
         if self._disconnected:

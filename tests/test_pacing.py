@@ -18,8 +18,8 @@ from twisted.internet.endpoints import serverFromString
 from harness import b64
 from incoming.config import Config
 from incoming.pacing import TurnPacer
+from incoming.receive import UploadRequest
 from incoming.service import Listener, UploadSite, build
-from incoming.web.frontend import Frontend
 
 BURST = 5 * UploadSite.paced_per_turn
 
@@ -148,7 +148,7 @@ def test_a_creation_with_data_starts_its_claim_at_the_pacers_pace():
         started.append(i)
         return f"claimed {i}"
 
-    ready = [Frontend._paced_start(request, lambda i=i: claim(i)) for i, request in enumerate(requests)]
+    ready = [UploadRequest.paced_start(request, lambda i=i: claim(i)) for i, request in enumerate(requests)]
     assert started == [0, 1]
     requests[3]._disconnected = True  # its client leaves while it waits
     reactor.turn()

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.web.static import File
 
 from .. import tus
@@ -84,7 +84,7 @@ class Frontend:
             and length != 0
             and request.getHeader(b"content-type") == tus.OFFSET_CONTENT_TYPE.encode()
         ):
-            return BodyReceiver(self._paced_start(request, lambda: self._prepare_creation(request, length)))
+            return BodyReceiver(request.paced_start(lambda: self._prepare_creation(request, length)))
         return None
 
     def paced(self, method, path):
@@ -96,28 +96,6 @@ class Frontend:
         claims its ticket at that pace while its body waits.
         """
         return method == b"POST" and _CREATION_URL.fullmatch(path) is not None
-
-    @staticmethod
-    def _paced_start(request, start):
-        """
-        Run the coroutine function C{start} when the site's pacer has room
-        (at once on a site without one); a L{Deferred} of its result. If
-        the client left while it waited, C{start} is not run, as a creation
-        without data is dropped then (see L{incoming.receive.UploadRequest}).
-        """
-        pacer = getattr(request.channel.site, "pacer", None)
-        if pacer is None:
-            return ensureDeferred(start())
-        ready = Deferred()
-
-        def run():
-            if request._disconnected:
-                ready.errback(ClientError("the client left before its creation was processed"))
-            else:
-                ensureDeferred(start()).chainDeferred(ready)
-
-        pacer.start(run)
-        return ready
 
     async def _prepare_patch(self, request, upload_id, length):
         check_tus_version(request)

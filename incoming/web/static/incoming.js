@@ -958,7 +958,6 @@
          */
         async requestChunk(gen, method, url, headers, start, end) {
             var self = this;
-            headers['Content-Type'] = OFFSET_CONTENT_TYPE;
             this.state_msg = 'uploading';
             this.chunks_tx_now++;
             this.chunks_ahead = 1;
@@ -966,7 +965,7 @@
             this.progress();
             try {
                 var xhr = await this.request(gen, method, url, {
-                    headers: headers,
+                    headers: Object.assign({'Content-Type': OFFSET_CONTENT_TYPE}, headers),
                     body: this.file.slice(start, end),
                     stall: STALL_TIMEOUT,
                     onUploadProgress: function (loaded) {
