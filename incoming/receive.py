@@ -335,7 +335,7 @@ class BodyReceiver:
     def _pump(self):
         if self._writing:
             return
-        if self._session is not None and not self._discard and self._ready_bytes():
+        if self._session is not None and not self._discard and self._pending_bytes:
             self._writing = True
             d = _writers.run(self._drain, self._session)
             d.addCallbacks(self._drained, self._write_failed)
@@ -353,9 +353,6 @@ class BodyReceiver:
         can wait milliseconds for a core: the writer then spent more time
         waiting to be handed its next batch than writing. Draining in a loop
         keeps it writing as long as data comes in.
-
-        While more of the body is to come, a batch ends on a block boundary
-        of the file (see L{_take_batch}).
 
         @return: whether the body went past the bytes the request may add
             (what fits was written).
@@ -379,42 +376,16 @@ class BodyReceiver:
             finally:
                 _turns.release(size)
 
-    def _ready_bytes(self):
-        """
-        How many of the pending bytes to write now: all of them once the
-        body is over, else those up to the last block boundary of the file
-        that they reach. Called from the writer thread under the lock, or
-        from the reactor thread while no writer runs.
-
-        Reads end wherever the socket had data, so batches taken whole ended
-        mid-block: each then went to storage as a direct write plus two
-        partial blocks through the page cache, which the fsync before the
-        handover had to write out (12-15 ms for a 1 GiB upload, against
-        0.2 ms with aligned batches).
-        """
-        if self._body_over:
-            return self._pending_bytes
-        end = self._session.start + self._session.written + self._pending_bytes
-        return max(0, self._pending_bytes - end % self._session.file.block_size)
-
     def _take_batch(self):
         """
         The pending chunks to write next and their size (under the lock);
-        a size of 0 when there are none. The bytes past the batch's end
-        (see L{_ready_bytes}) wait for the next batch.
+        a size of 0 when there are none.
         """
-        ready = 0 if self._discard else self._ready_bytes()
-        if not ready:
+        if self._discard or not self._pending_bytes:
             return [], 0
         batch, size = self._pending, self._pending_bytes
         self._pending, self._pending_bytes = [], 0
-        if ready < size:
-            batch, rest = _split(batch, ready)
-            # Copied: a view would keep a whole read buffer (up to 512 KiB)
-            # alive for less than a block, and hundreds of uploads waiting
-            # for their turn each keep their rest.
-            self._pending, self._pending_bytes = [b"".join(rest)], size - ready
-        return batch, ready
+        return batch, size
 
     def _drained(self, too_large):
         self._writing = False

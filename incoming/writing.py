@@ -83,13 +83,12 @@ class WriteSession:
         thread. If the append fails, the digests do not include C{buffers}.
 
         With C{hash_beside}, the hashing runs beside the append, in a thread
-        of its own: for a single upload each takes about as long as the
-        other (sha256 runs at about 1.8 GB/s, a direct write about as fast),
-        both release the GIL, and done one after the other they made this
-        the slowest stage of the pipeline. When several uploads are writing,
-        their writers already keep the cores busy, and handing each batch to
-        another thread only adds thread switches: the caller then hashes
-        here, after the append.
+        of its own: for a single upload sha256 (about 1.6 GB/s on one core)
+        takes about twice as long as the append, both release the GIL, and
+        done one after the other they made this the slowest stage of the
+        pipeline. When several uploads are writing, their writers already
+        keep the cores busy, and handing each batch to another thread only
+        adds thread switches: the caller then hashes here, after the append.
         """
         if not hash_beside:
             self._append(buffers)

@@ -67,11 +67,6 @@ class IStoredFile(Interface):
     """
 
     size = Attribute("The number of bytes in the file.")
-    block_size = Attribute(
-        "Appends are cheapest when they end on a multiple of this many bytes "
-        "from the start of the file; the receiver ends its batches there "
-        "while more of a body is to come."
-    )
 
     def append(buffers):
         """

@@ -1,0 +1,66 @@
+"""
+Local storage: an upload's data file keeps its bytes exact while the
+kernel writes it out behind the appends, and the page cache holds at most
+two write-behind windows of it (util-linux's fincore counts its pages in
+memory).
+"""
+
+import os
+import subprocess
+
+from incoming.storage.local import LocalStorage
+from incoming.storage.writeback import WriteBehind
+
+WINDOW = WriteBehind.window
+
+
+def pages_in_memory(path):
+    """
+    How many bytes of C{path} the page cache holds.
+    """
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return int(out.strip())
+
+
+def on_a_disk(path):
+    filesystem = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True).stdout
+    assert "tmpfs" not in filesystem, f"{path} must be on a disk-backed filesystem, not {filesystem}"
+
+
+def appended(stored, data, piece):
+    for start in range(0, len(data), piece):
+        stored.append([data[start : start + piece]])
+
+
+def test_an_upload_in_memory_stays_within_two_windows(tmp_path):
+    on_a_disk(tmp_path)
+    storage = LocalStorage(tmp_path)
+    data = os.urandom(8 * WINDOW + 12345)
+    stored = storage.open("u1")
+    appended(stored, data, 256 * 1024 + 7)
+
+    assert pages_in_memory(storage.path("u1")) <= 2 * WINDOW + 4096
+    stored.sync()
+    assert pages_in_memory(storage.path("u1")) == 0
+    stored.close()
+    assert storage.path("u1").read_bytes() == data
+
+
+def test_appends_after_a_cut_and_a_reopening_keep_the_bytes_exact(tmp_path):
+    storage = LocalStorage(tmp_path)
+    data = os.urandom(6 * WINDOW)
+    stored = storage.open("u1")
+    appended(stored, data[: 4 * WINDOW], 1 << 20)
+    # A chunk that failed its checksum is cut off again.
+    stored.truncate(3 * WINDOW - 100)
+    appended(stored, data[3 * WINDOW - 100 : 5 * WINDOW], 300_001)
+    stored.close()
+    # The next request opens the file at the upload's offset.
+    stored = storage.open_at("u1", 5 * WINDOW)
+    appended(stored, data[5 * WINDOW :], 1 << 20)
+    stored.sync()
+    stored.close()
+    assert storage.path("u1").read_bytes() == data
