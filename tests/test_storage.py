@@ -1,8 +1,8 @@
 """
 Local storage: an upload's data file keeps its bytes exact while the
-kernel writes it out behind the appends, and the page cache holds at most
-two write-behind windows of it (util-linux's fincore counts its pages in
-memory).
+kernel writes it out behind the appends, and the page cache holds no more
+of it than the disk may be behind (util-linux's fincore counts its pages
+in memory).
 """
 
 import os
@@ -12,6 +12,7 @@ from incoming.storage.local import LocalStorage
 from incoming.storage.writeback import WriteBehind
 
 WINDOW = WriteBehind.window
+BEHIND = WriteBehind.behind_limit
 
 
 def pages_in_memory(path):
@@ -35,14 +36,14 @@ def appended(stored, data, piece):
         stored.append([data[start : start + piece]])
 
 
-def test_an_upload_in_memory_stays_within_two_windows(tmp_path):
+def test_an_upload_holds_no_more_memory_than_the_disk_may_be_behind(tmp_path):
     on_a_disk(tmp_path)
     storage = LocalStorage(tmp_path)
-    data = os.urandom(8 * WINDOW + 12345)
+    data = os.urandom(4 * BEHIND + 12345)
     stored = storage.open("u1")
     appended(stored, data, 256 * 1024 + 7)
 
-    assert pages_in_memory(storage.path("u1")) <= 2 * WINDOW + 4096
+    assert pages_in_memory(storage.path("u1")) <= BEHIND + WINDOW + 4096
     stored.sync()
     assert pages_in_memory(storage.path("u1")) == 0
     stored.close()

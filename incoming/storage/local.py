@@ -95,8 +95,8 @@ class LocalFile:
         """
         if self._fd is None:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._write_behind = WriteBehind(self._fd)
             self.size = os.fstat(self._fd).st_size
+            self._write_behind = WriteBehind(self._fd, self._path, self.size)
             if self._offset is not None and self.size != self._offset:
                 self.truncate(self._offset)
 
