@@ -146,6 +146,7 @@ class LocalFile:
 
     def close(self):
         if self._fd is not None and self._fd >= 0:
+            self._write_behind.finished(self.size)
             os.close(self._fd)
         self._fd = -1
 

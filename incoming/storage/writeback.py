@@ -92,17 +92,15 @@ class WriteBehind:
 
     def __init__(self, fd, path, size):
         """
-        @param size: the file's size now.
+        @param size: the file's size now. What was appended before is the
+            business of whoever appended it (see L{finished}).
         """
         self._fd = fd
         self._path = path
         # Everything before _started has been handed to writeback (by the
-        # writer); everything before _dropped has been written, dropped
-        # (by the catching-up thread). Both start at 0 so that what earlier
-        # requests left in memory goes with the first window.
-        self._started = 0
-        self._dropped = 0
-        self._flushed = size
+        # writer); everything before _dropped has been written and dropped
+        # (by the catching-up thread).
+        self._started = self._dropped = self._flushed = size - size % _PAGE
         self._catching_up = None
         self._supported = _sync_file_range is not None
 
@@ -120,6 +118,19 @@ class WriteBehind:
         while self._started - self._dropped > self.behind_limit:
             self._catching_up.result()
             self._catch_up()
+
+    def finished(self, size):
+        """
+        No more appends come through this descriptor, and the file is
+        C{size} bytes long: what is left is written out and dropped in the
+        background. Never blocks.
+        """
+        if not self._supported:
+            return
+        self._started = max(self._started, size - size % _PAGE)
+        if self._started > self._dropped:
+            # A new job even if one runs: that one may be past its last look.
+            self._catching_up = _catchers.submit(self._wait_and_drop)
 
     def _start_writeback(self, end):
         if _sync_file_range(self._fd, self._started, end - self._started, _WRITE) != 0:
