@@ -7,6 +7,7 @@ in memory).
 
 import os
 import subprocess
+import threading
 
 from incoming.storage.local import LocalStorage
 from incoming.storage.writeback import WriteBehind
@@ -65,3 +66,20 @@ def test_appends_after_a_cut_and_a_reopening_keep_the_bytes_exact(tmp_path):
     stored.sync()
     stored.close()
     assert storage.path("u1").read_bytes() == data
+
+
+def test_appends_go_on_when_the_file_is_removed_meanwhile(tmp_path):
+    """
+    A cancelled upload's file is removed while a request may still be
+    writing: its appends neither fail nor wait for a disk the write-behind
+    can no longer watch.
+    """
+    storage = LocalStorage(tmp_path)
+    stored = storage.open("u1")
+    storage.remove("u1")
+    writer = threading.Thread(target=appended, args=(stored, os.urandom(4 * BEHIND), 1 << 20))
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "the appends are stuck"
+    assert stored.size == 4 * BEHIND
+    stored.close()

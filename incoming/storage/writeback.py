@@ -160,7 +160,11 @@ class WriteBehind:
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return  # removed meanwhile (a cancelled upload)
+            # Removed meanwhile (a cancelled upload): nothing to wait for,
+            # and the writer must not wait for this thread any more.
+            self._supported = False
+            self._dropped = self._started
+            return
         try:
             while self._dropped < self._started:
                 start, end = self._dropped, self._started
