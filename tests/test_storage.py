@@ -40,7 +40,7 @@ def appended(stored, data, piece):
 def test_an_upload_holds_no_more_memory_than_the_disk_may_be_behind(tmp_path):
     on_a_disk(tmp_path)
     storage = LocalStorage(tmp_path)
-    data = os.urandom(4 * BEHIND + 12345)
+    data = os.urandom(2 * BEHIND + 12345)
     stored = storage.open("u1")
     appended(stored, data, 256 * 1024 + 7)
 
@@ -77,9 +77,9 @@ def test_appends_go_on_when_the_file_is_removed_meanwhile(tmp_path):
     storage = LocalStorage(tmp_path)
     stored = storage.open("u1")
     storage.remove("u1")
-    writer = threading.Thread(target=appended, args=(stored, os.urandom(4 * BEHIND), 1 << 20))
+    writer = threading.Thread(target=appended, args=(stored, os.urandom(2 * BEHIND), 1 << 20))
     writer.start()
     writer.join(timeout=60)
     assert not writer.is_alive(), "the appends are stuck"
-    assert stored.size == 4 * BEHIND
+    assert stored.size == 2 * BEHIND
     stored.close()
