@@ -93,5 +93,6 @@ class IStoredFile(Interface):
 
     def close():
         """
-        Release the file.
+        Release the file. Never blocks: what is left to write out may go
+        on in the background (L{sync} is what makes data durable).
         """
