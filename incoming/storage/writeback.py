@@ -87,12 +87,17 @@ class WriteBehind:
     @ivar flush_every: a flush is started each time the bytes written out
         pass a multiple of this offset (counted from the file's start, so
         that a file appended to by many requests in turn is flushed as
-        often as one appended to by one).
+        often as one appended to by one). Small flushes keep the disk's
+        cache small, and each flush short: with 8 MiB instead of 32, 1 GiB
+        in one PATCH went in at 771 against 686 MB/s and in 8 MiB PATCHes
+        at 713 against 612 (5 interleaved rounds); 64 MiB was slower
+        still. Uploads of less than 8 MiB are flushed by their fsync
+        alone.
     """
 
     window = 2 << 20
     behind_limit = 64 << 20
-    flush_every = 32 << 20
+    flush_every = 8 << 20
 
     def __init__(self, fd, path, size):
         """
