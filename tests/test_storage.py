@@ -83,3 +83,31 @@ def test_appends_go_on_when_the_file_is_removed_meanwhile(tmp_path):
     assert not writer.is_alive(), "the appends are stuck"
     assert stored.size == 2 * BEHIND
     stored.close()
+
+
+def test_a_file_appended_by_requests_in_turn_is_flushed_as_it_grows(tmp_path, monkeypatch):
+    """
+    A chunked upload's file is opened by each request in turn; each one
+    flushes the disk for its own part, so the fsync before the handover
+    does not have the whole upload to flush.
+    """
+    flushed = []
+    fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(fd), fdatasync(fd)))
+    path = tmp_path / "u1.data"
+    piece = os.urandom(WriteBehind.flush_every)
+    requests = []
+    for n in range(6):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        write_behind = WriteBehind(fd, path, n * len(piece))
+        os.pwrite(fd, piece, n * len(piece))
+        write_behind.appended((n + 1) * len(piece))
+        write_behind.finished((n + 1) * len(piece))
+        os.close(fd)
+        requests.append(write_behind)
+    for write_behind in requests:
+        write_behind.caught_up()
+
+    assert len(flushed) == 6
+    assert pages_in_memory(path) == 0
+    assert path.read_bytes() == piece * 6

@@ -28,6 +28,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 # sync_file_range(2) flags.
@@ -110,6 +111,10 @@ class WriteBehind:
         # writer); everything before _dropped has been written and dropped
         # (by the catching-up thread).
         self._started = self._dropped = self._flushed = size - size % _PAGE
+        # Whether a job of the catching-up thread runs; with _started and
+        # _dropped, under _lock.
+        self._lock = threading.Lock()
+        self._running = False
         self._catching_up = None
         self._supported = _sync_file_range is not None
 
@@ -124,9 +129,8 @@ class WriteBehind:
         if not self._start_writeback(end):
             return
         self._catch_up()
-        while self._started - self._dropped > self.behind_limit:
-            self._catching_up.result()
-            self._catch_up()
+        if self._started - self._dropped > self.behind_limit:
+            self.caught_up()
 
     def finished(self, size):
         """
@@ -137,9 +141,14 @@ class WriteBehind:
         if not self._supported:
             return
         self._started = max(self._started, size - size % _PAGE)
-        if self._started > self._dropped:
-            # A new job even if one runs: that one may be past its last look.
-            self._catching_up = _catchers.submit(self._wait_and_drop)
+        self._catch_up()
+
+    def caught_up(self):
+        """
+        Wait until the catching-up thread has done all it was given.
+        """
+        if self._catching_up is not None:
+            self._catching_up.result()
 
     def _start_writeback(self, end):
         if _sync_file_range(self._fd, self._started, end - self._started, _WRITE) != 0:
@@ -154,8 +163,26 @@ class WriteBehind:
         return True
 
     def _catch_up(self):
-        if self._catching_up is None or self._catching_up.done():
-            self._catching_up = _catchers.submit(self._wait_and_drop)
+        """
+        Have the catching-up thread go on to L{_started}: a job of its own,
+        unless one runs, which then takes it in (L{_next_span} decides that
+        under the lock, so nothing started is left behind).
+        """
+        with self._lock:
+            if self._running or self._started <= self._dropped:
+                return
+            self._running = True
+        self._catching_up = _catchers.submit(self._wait_and_drop)
+
+    def _next_span(self):
+        """
+        The next span to wait for and drop, or None, when the job ends.
+        """
+        with self._lock:
+            if self._dropped >= self._started:
+                self._running = False
+                return None
+            return self._dropped, self._started
 
     def _wait_and_drop(self):
         """
@@ -171,12 +198,11 @@ class WriteBehind:
         except OSError:
             # Removed meanwhile (a cancelled upload): nothing to wait for,
             # and the writer must not wait for this thread any more.
-            self._supported = False
-            self._dropped = self._started
+            self._give_up()
             return
         try:
-            while self._dropped < self._started:
-                start, end = self._dropped, self._started
+            while (span := self._next_span()) is not None:
+                start, end = span
                 _sync_file_range(fd, start, end - start, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
                 os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
                 self._dropped = end
@@ -184,16 +210,21 @@ class WriteBehind:
                     self._flushed = end
                     os.fdatasync(fd)
         except OSError:
-            pass  # the final fsync reports it
+            self._give_up()  # the final fsync reports it
         finally:
             os.close(fd)
+
+    def _give_up(self):
+        with self._lock:
+            self._supported = False
+            self._dropped = self._started
+            self._running = False
 
     def truncated(self, size):
         """
         The file was cut back to C{size} bytes.
         """
-        if self._catching_up is not None:
-            self._catching_up.result()
+        self.caught_up()
         self._started = min(self._started, size - size % _PAGE)
         self._dropped = min(self._dropped, self._started)
         self._flushed = min(self._flushed, size)
