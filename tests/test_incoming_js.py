@@ -532,6 +532,9 @@ def test_reloaded_page_continues_where_it_was(start_server, backend, browser_pag
     assert_arrived(backend.next_call(), source, ticket)
     assert_finished(report, size)
     assert report["sending_from"][0] >= offset, "the reloaded page started from zero"
+    # The claim's answer said where to go on: no HEAD before the PATCHes.
+    methods = [method for method, _ in upload_requests(page, server)]
+    assert methods[:3] == ["OPTIONS", "POST", "PATCH"] and "HEAD" not in methods, methods
 
 
 def test_empty_file_and_explicit_server_hostname(server, backend, browser_page, tmp_path):

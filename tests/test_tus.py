@@ -68,6 +68,23 @@ def test_claiming_again_with_same_length_gives_the_same_upload(server, backend, 
     assert response.text == "upload ticket already used for an upload of 10 bytes"
 
 
+def test_a_claim_says_the_offset_and_metadata_as_a_head_would(server, backend, tus):
+    """
+    A claim without data is answered with the upload's offset and
+    metadata: a client that claims again (a reloaded page) learns where to
+    go on and whose file the upload is without a HEAD.
+    """
+    ticket = server.new_ticket(backend)
+    metadata = f"ticket {b64(ticket)},filename {b64('a.bin')}"
+    headers = {"Upload-Length": "10", "Upload-Metadata": metadata}
+    first = tus.http.post(server.uploads_url, headers=headers)
+    assert (first.status_code, first.headers["Upload-Offset"]) == (201, "0")
+    tus.patch(first.headers["Location"], 0, b"abcd")
+    again = tus.http.post(server.uploads_url, headers=headers)
+    assert (again.status_code, again.headers["Upload-Offset"]) == (201, "4")
+    assert again.headers["Upload-Metadata"] == metadata
+
+
 def test_ticket_is_required_and_must_be_known(server, tus):
     response = tus.http.post(server.uploads_url, headers={"Upload-Length": "5"})
     assert (response.status_code, response.text) == (

@@ -734,10 +734,10 @@
 
         /*
          * Connect (again) and take the upload as far as it goes: learn the
-         * chunk size, claim the ticket, learn the server's offset, send the
-         * rest of the file, then follow the handover until the backend has
-         * the file. Each call is a new "connection" for the per-connection
-         * chunk counters.
+         * chunk size, claim the ticket (its answer says the server's offset;
+         * once claimed, a HEAD asks it), send the rest of the file, then
+         * follow the handover until the backend has the file. Each call is
+         * a new "connection" for the per-connection chunk counters.
          */
         async session(gen) {
             this.chunks_tx_now = 0;
@@ -802,12 +802,12 @@
          *
          * A file that goes in one chunk goes with the claim
          * (creation-with-upload): the whole upload is then one request
-         * instead of three (POST, HEAD, PATCH), which counts for many small
+         * instead of two (POST, PATCH), which counts for many small
          * files and on long round trips. A larger file is claimed first, so
          * that a reloaded page does not send its first chunk again for
          * nothing: the server keeps the data it has and drops what comes
-         * with a repeated claim. Resolves with the server's offset when the
-         * claim carried data, else with null (ask with HEAD).
+         * with a repeated claim. Resolves with the server's offset (see
+         * claimed).
          */
         async claim(gen) {
             var headers = {
@@ -838,7 +838,7 @@
                         'where the upload is (no Location header readable; check CORS)');
                 }
                 this.location = new URL(location, this.uploadsUrl).href;
-                return withData ? this.claimedWithData(gen, xhr, began) : null;
+                return this.claimed(gen, xhr, withData ? began : null);
             case 403:
                 throw new Fatal(errors.TICKET_UNKNOWN, 'the server does not know this upload ticket' +
                     (message ? ': ' + message : ''));
@@ -855,18 +855,23 @@
         }
 
         /*
-         * The answer to a claim that carried the whole file: the server
-         * took it, or (a repeated claim) kept what it had and says from
-         * where to go on. Either way the upload must be this file's, as
-         * after a HEAD.
+         * The answer to a claim, which says the server's offset as a HEAD
+         * would: after a claim that carried the whole file (sent at
+         * `began`), the server took it, or (a repeated claim) kept what it
+         * had. Either way the upload must be this file's, as after a HEAD.
+         * Resolves with the offset, or with null from a server that does
+         * not say it after a claim without data (ask with HEAD).
          */
-        claimedWithData(gen, xhr, began) {
+        claimed(gen, xhr, began) {
+            if (began === null && parseCount(xhr.getResponseHeader('Upload-Offset')) === null) {
+                return null;
+            }
             var offset = this.offsetOf(xhr, 'the server did not say the upload offset');
             var metadata = parseMetadata(xhr.getResponseHeader('Upload-Metadata'));
             if (!this.ownFile(this.bytes_total, metadata)) {
                 throw this.usedForAnother(this.bytes_total, metadata);
             }
-            if (offset >= this.bytes_total) {
+            if (began !== null && offset >= this.bytes_total) {
                 this.chunkAcked(gen, 0, offset, began);
             } else {
                 this.adopt(gen, offset);
