@@ -190,8 +190,10 @@ class Frontend:
         # The offset and metadata, with or without data, as a HEAD would
         # give them: a client that claims again (a lost answer, a reloaded
         # page) checks that the upload is its file's and goes on from the
-        # server's offset, one round trip sooner than after a HEAD.
-        await self.uploads.settled(upload)
+        # server's offset, one round trip sooner than after a HEAD. (A claim
+        # with data has just stored what it carried.)
+        if request.body_receiver is None:
+            await self.uploads.settled(upload)
         request.setHeader("upload-offset", str(self.uploads.offset(upload)))
         if upload.raw_metadata:
             request.setHeader("upload-metadata", upload.raw_metadata)
