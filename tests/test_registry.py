@@ -3,7 +3,10 @@ The upload journal (incoming/registry/files.py), read back as a restarted
 server reads it.
 """
 
-from incoming.registry.files import JOURNAL, FileRegistry
+import queue
+import time
+
+from incoming.registry.files import JOURNAL, WAKE_SLICE, FileRegistry
 
 
 def registry(directory):
@@ -37,3 +40,73 @@ def test_the_journal_is_rewritten_once_mostly_superseded(tmp_path):
         "b": {"id": "b", "offset": 0},
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL]
+
+
+class Turns:
+    """
+    The reactor as a running registry sees it: results from its thread
+    arrive through C{callFromThread}, and a call made due now runs at the
+    start of the next turn.
+    """
+
+    def __init__(self):
+        self._due = []
+        self._from_thread = queue.Queue()
+
+    def callLater(self, delay, call):
+        assert delay == 0
+        self._due.append(call)
+
+    def callFromThread(self, call, *args):
+        self._from_thread.put((call, args))
+
+    def thread_result(self):
+        call, args = self._from_thread.get(timeout=10)
+        call(*args)
+
+    def turn(self):
+        due, self._due = self._due, []
+        for call in due:
+            call()
+
+
+def test_the_waiters_of_a_batch_are_woken_a_slice_at_a_time(tmp_path):
+    """
+    Hundreds of saves written in one batch do not hold the reactor thread
+    while every waiter goes on: each turn wakes waiters for about
+    WAKE_SLICE, in order, and the registry stops only once all are woken.
+    """
+    turns = Turns()
+    journal = FileRegistry(tmp_path, turns)
+    journal.startService()
+    count = 20
+    try:
+        wake_in_turns(journal, turns, count)
+    finally:
+        if journal._pool.started:  # stopped by stopService, unless a step failed
+            journal._pool.stop()  # else pytest would wait for its thread
+    assert set(records(tmp_path)) == {"first"} | {str(i) for i in range(count)}
+
+
+def wake_in_turns(journal, turns, count):
+    journal.save({"id": "first"}, durable=False)  # written at once
+    woken = []
+
+    def work(_, i):
+        woken.append(i)
+        time.sleep(WAKE_SLICE / 3)  # what a waiter does next, on the reactor thread
+
+    for i in range(count):
+        journal.save({"id": str(i)}, durable=False).addCallback(work, i)  # the next batch
+    turns.thread_result()  # the first save is written
+    turns.turn()  # its waiter is woken, and the next batch starts
+    turns.thread_result()  # the next batch is written
+    assert woken == []
+    turns.turn()
+    assert 1 <= len(woken) <= 6, woken
+    stopped = journal.stopService()
+    while len(woken) < count:
+        assert not stopped.called
+        turns.turn()
+    assert woken == list(range(count))
+    assert stopped.called

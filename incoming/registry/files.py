@@ -23,11 +23,13 @@ import errno
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Cooperator
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +40,13 @@ from ..errors import InsufficientStorage
 from . import IRegistry
 
 JOURNAL = "uploads.journal"
+
+# How long the reactor thread goes on waking the waiters of written saves
+# before it serves its connections again (see FileRegistry._batch_written).
+# Twisted's Cooperator would take 10 ms; under 500 uploads at once, HEAD
+# p99 was 29.5 ms with 4 and 34.5 with 10, against 47.5 with no slices
+# (4 interleaved rounds).
+WAKE_SLICE = 0.004
 _COMPACTING = JOURNAL + ".tmp"
 # Records of earlier versions, one file each, and their temporary files.
 _LEGACY_SUFFIX = ".json"
@@ -79,6 +88,12 @@ class FileRegistry(Service):
         self._pending = {}
         self._writing = {}  # the batch being written (never empty while it is)
         self._later = None  # the call that writes saves that could wait
+        # How many written batches still have waiters to wake, and what
+        # wakes them a few at a time (see _batch_written).
+        self._waking = 0
+        self._cooperator = Cooperator(
+            terminationPredicateFactory=_wake_slice, scheduler=lambda call: self._reactor.callLater(0, call)
+        )
         self._drained = []
         self._journal = self.directory / JOURNAL
         self._fd = None
@@ -104,7 +119,7 @@ class FileRegistry(Service):
         return d
 
     def _wait_drained(self):
-        if not self._writing:
+        if not self._writing and not self._waking:
             return succeed(None)
         d = Deferred()
         self._drained.append(d)
@@ -175,17 +190,39 @@ class FileRegistry(Service):
         written.addCallback(self._batch_written, batch)
 
     def _batch_written(self, outcomes, batch):
+        """
+        Wake whoever waits for the saves of C{batch}, now written. Each
+        waiter goes on at once with its request (answers it, starts a
+        handover, saves again), and a batch written under many uploads has
+        hundreds: woken together, they held the reactor thread for 20-60 ms,
+        every other connection waiting. So they are woken a few at a time,
+        for at most L{WAKE_SLICE} at a stretch, with the reactor's other
+        work in between.
+        """
         self._writing = {}
-        for upload_id, entry in batch.items():
-            outcome = outcomes.get(upload_id)
-            for d in entry.waiters:
-                if outcome is None:
-                    d.callback(None)
-                else:
-                    d.errback(outcome)
+        self._waking += 1
+        waking = self._wake(outcomes, batch)
+        if self._pool.started:
+            self._cooperator.cooperate(waking)
+        else:
+            for _ in waking:  # before start or after stop: all at once
+                pass
+
+    def _wake(self, outcomes, batch):
+        try:
+            for upload_id, entry in batch.items():
+                outcome = outcomes.get(upload_id)
+                for d in entry.waiters:
+                    if outcome is None:
+                        d.callback(None)
+                    else:
+                        d.errback(outcome)
+                    yield
+        finally:
+            self._waking -= 1
         # A waiter may have saved again, and so started the next batch.
         self._write_pending()
-        if not self._writing:
+        if not self._writing and not self._waking:
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
@@ -362,3 +399,12 @@ class FileRegistry(Service):
 
 def _encode(entry):
     return json.dumps(entry, separators=(",", ":")).encode()
+
+
+def _wake_slice():
+    """
+    For the Cooperator that wakes waiters: whether a stretch of waking has
+    taken its slice.
+    """
+    end = time.monotonic() + WAKE_SLICE
+    return lambda: time.monotonic() >= end
