@@ -40,13 +40,6 @@ from ..errors import InsufficientStorage
 from . import IRegistry
 
 JOURNAL = "uploads.journal"
-
-# How long the reactor thread goes on waking the waiters of written saves
-# before it serves its connections again (see FileRegistry._batch_written).
-# Twisted's Cooperator would take 10 ms; under 500 uploads at once, HEAD
-# p99 was 29.5 ms with 4 and 34.5 with 10, against 47.5 with no slices
-# (4 interleaved rounds).
-WAKE_SLICE = 0.004
 _COMPACTING = JOURNAL + ".tmp"
 # Records of earlier versions, one file each, and their temporary files.
 _LEGACY_SUFFIX = ".json"
@@ -61,6 +54,13 @@ _COMPACT_RATIO = 4
 # GIL) while the reactor thread answered the chunk: 0.1-0.15 ms of every
 # chunk's turnaround.
 _LATER_DELAY = 0.05
+
+# How long the reactor thread goes on waking the waiters of written saves
+# before it serves its connections again (see FileRegistry._batch_written).
+# Twisted's Cooperator would take 10 ms; under 500 uploads at once, HEAD
+# p99 was 29.5 ms with 4 and 34.5 with 10, against 47.5 with no slices
+# (4 interleaved rounds).
+WAKE_SLICE = 0.004
 
 
 @attrs.define
