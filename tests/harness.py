@@ -406,3 +406,36 @@ def open_patch(url, offset, length, data=b""):
     )
     sock.sendall(head.encode() + data)
     return sock
+
+
+class Turns:
+    """
+    The reactor as the pacer and the registry see it: a call made due now
+    runs at the start of the next turn, and calls made due during a turn
+    wait for the one after (as in Twisted's reactor; a task.Clock would run
+    them at once). Calls from other threads (C{callFromThread}) wait until
+    the test takes them with L{from_thread}.
+    """
+
+    def __init__(self):
+        self._due = []
+        self._from_thread = queue.Queue()
+
+    def callLater(self, delay, call):
+        assert delay == 0
+        self._due.append(call)
+
+    def callFromThread(self, call, *args):
+        self._from_thread.put((call, args))
+
+    def turn(self):
+        due, self._due = self._due, []
+        for call in due:
+            call()
+
+    def from_thread(self):
+        """
+        Run the next call made from another thread, once it is made.
+        """
+        call, args = self._from_thread.get(timeout=10)
+        call(*args)

@@ -15,33 +15,13 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
-from harness import b64
+from harness import Turns, b64
 from incoming.config import Config
 from incoming.pacing import TurnPacer
 from incoming.receive import UploadRequest
 from incoming.service import Listener, UploadSite, build
 
 BURST = 5 * UploadSite.paced_per_turn
-
-
-class Turns:
-    """
-    The reactor as the pacer sees it: a call made due now runs at the
-    start of the next turn, and calls made due during a turn wait for the
-    one after (as in Twisted's reactor; a task.Clock would run them at once).
-    """
-
-    def __init__(self):
-        self._due = []
-
-    def callLater(self, delay, call):
-        assert delay == 0
-        self._due.append(call)
-
-    def turn(self):
-        due, self._due = self._due, []
-        for call in due:
-            call()
 
 
 def paced_calls(per_turn, count):

@@ -3,9 +3,9 @@ The upload journal (incoming/registry/files.py), read back as a restarted
 server reads it.
 """
 
-import queue
 import time
 
+from harness import Turns
 from incoming.registry.files import JOURNAL, WAKE_SLICE, FileRegistry
 
 
@@ -42,34 +42,6 @@ def test_the_journal_is_rewritten_once_mostly_superseded(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL]
 
 
-class Turns:
-    """
-    The reactor as a running registry sees it: results from its thread
-    arrive through C{callFromThread}, and a call made due now runs at the
-    start of the next turn.
-    """
-
-    def __init__(self):
-        self._due = []
-        self._from_thread = queue.Queue()
-
-    def callLater(self, delay, call):
-        assert delay == 0
-        self._due.append(call)
-
-    def callFromThread(self, call, *args):
-        self._from_thread.put((call, args))
-
-    def thread_result(self):
-        call, args = self._from_thread.get(timeout=10)
-        call(*args)
-
-    def turn(self):
-        due, self._due = self._due, []
-        for call in due:
-            call()
-
-
 def test_the_waiters_of_a_batch_are_woken_a_slice_at_a_time(tmp_path):
     """
     Hundreds of saves written in one batch do not hold the reactor thread
@@ -98,9 +70,9 @@ def wake_in_turns(journal, turns, count):
 
     for i in range(count):
         journal.save({"id": str(i)}, durable=False).addCallback(work, i)  # the next batch
-    turns.thread_result()  # the first save is written
+    turns.from_thread()  # the first save is written
     turns.turn()  # its waiter is woken, and the next batch starts
-    turns.thread_result()  # the next batch is written
+    turns.from_thread()  # the next batch is written
     assert woken == []
     turns.turn()
     assert 1 <= len(woken) <= 6, woken
