@@ -679,10 +679,17 @@
 
         // Runs
 
-        async run(gen) {
+        run(gen) {
+            return this.retrying(gen, () => this.session(gen));
+        }
+
+        // Call `attempt` until it returns. After a Retry it is called
+        // again once the backoff is over; any other error, or a Retry of a
+        // generation that is no longer current, ends the run.
+        async retrying(gen, attempt) {
             for (;;) {
                 try {
-                    await this.session(gen);
+                    await attempt();
                     return;
                 } catch (error) {
                     if (!(error instanceof Retry) || gen !== this.gen) {
@@ -1196,47 +1203,38 @@
         }
 
         // DELETE the upload; the backend is told with `reason`.
-        async runCancel(gen, reason) {
+        runCancel(gen, reason) {
+            return this.retrying(gen, () => this.cancelOnce(gen, reason));
+        }
+
+        // One DELETE, and what its answer means.
+        async cancelOnce(gen, reason) {
             var url = this.url + (reason ? '?reason=' + encodeURIComponent(reason) : '');
-            for (;;) {
-                try {
-                    var xhr = await this.request(gen, 'DELETE', url, {headers: {'Tus-Resumable': TUS_VERSION}});
-                    switch (xhr.status) {
-                    case 200:
-                    case 204:
-                        // tus lets a server answer 204 to the DELETE of a
-                        // completed upload too: the state tells what happened.
-                        var state = await this.state(gen, '');
-                        if (state.state === 'cancelled' || state.state === 'failed') {
-                            throw this.goneAs(state);
-                        }
-                        if (state.state === 'ticketed' || state.state === 'receiving') {
-                            throw new Retry('the upload server has not cancelled the upload yet', true);
-                        }
-                        this.tooLateToCancel();
-                        return;
-                    case 404:
-                        throw new Fatal(errors.TICKET_UNKNOWN, 'the server does not know this upload ' +
-                            '(the ticket expired or was removed)');
-                    case 409:
-                        this.tooLateToCancel();
-                        return;
-                    case 410:
-                        throw await this.gone(gen);
-                    default:
-                        throw this.unexpected(xhr, 'cancelling the upload');
-                    }
-                } catch (error) {
-                    if (!(error instanceof Retry) || gen !== this.gen) {
-                        this.end(gen, error);
-                        return;
-                    }
-                    try {
-                        await this.backoff(gen, error);
-                    } catch (stale) {
-                        return;
-                    }
+            var xhr = await this.request(gen, 'DELETE', url, {headers: {'Tus-Resumable': TUS_VERSION}});
+            switch (xhr.status) {
+            case 200:
+            case 204:
+                // tus lets a server answer 204 to the DELETE of a
+                // completed upload too: the state tells what happened.
+                var state = await this.state(gen, '');
+                if (state.state === 'cancelled' || state.state === 'failed') {
+                    throw this.goneAs(state);
                 }
+                if (state.state === 'ticketed' || state.state === 'receiving') {
+                    throw new Retry('the upload server has not cancelled the upload yet', true);
+                }
+                this.tooLateToCancel();
+                return;
+            case 404:
+                throw new Fatal(errors.TICKET_UNKNOWN, 'the server does not know this upload ' +
+                    '(the ticket expired or was removed)');
+            case 409:
+                this.tooLateToCancel();
+                return;
+            case 410:
+                throw await this.gone(gen);
+            default:
+                throw this.unexpected(xhr, 'cancelling the upload');
             }
         }
     }
