@@ -76,7 +76,7 @@ class UploadRequest(server.Request):
 
     The site decides through its C{route_body(request, method, path, length)}
     method, which returns a L{BodyReceiver} or C{None}. A site with a
-    C{paced(method, path)} method and a C{pacer} (a
+    C{is_paced(method, path)} method and a C{pacer} (a
     L{incoming.pacing.TurnPacer}) has the requests it picks processed at the
     pacer's pace.
     """
@@ -134,8 +134,8 @@ class UploadRequest(server.Request):
     def requestReceived(self, command, path, version):
         method = self._effective_method(command)
         site = self.channel.site
-        paced = getattr(site, "paced", None)
-        if paced is not None and self.body_receiver is None and paced(method, path):
+        is_paced = getattr(site, "is_paced", None)
+        if is_paced is not None and self.body_receiver is None and is_paced(method, path):
             # Parsed already; processed when the pacer has room.
             site.pacer.start(lambda: self._process(method, path, version))
         else:

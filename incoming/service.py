@@ -53,7 +53,7 @@ class UploadSite(Site):
     protocol = UploadChannel
     requestFactory = UploadRequest
     noisy = False
-    # How many of the requests C{paced} picks start in one turn of the
+    # How many of the requests C{is_paced} picks start in one turn of the
     # reactor; the rest wait for the turns after, first come first served.
     # 500 uploads created at once, all started in the same few turns, held
     # the reactor thread for 40-150 ms at a time while their creations, then
@@ -62,11 +62,11 @@ class UploadSite(Site):
     # with eight per turn, at the same MB/s).
     paced_per_turn = 8
 
-    def __init__(self, resource, route_body=None, paced=None, timeout=None):
+    def __init__(self, resource, route_body=None, is_paced=None, timeout=None):
         super().__init__(resource, timeout=timeout)
         self.route_body = route_body
-        self.paced = paced
-        self.pacer = TurnPacer(reactor, self.paced_per_turn) if paced is not None else None
+        self.is_paced = is_paced
+        self.pacer = TurnPacer(reactor, self.paced_per_turn) if is_paced is not None else None
 
     def log(self, request):
         pass
@@ -125,7 +125,7 @@ def build(config):
     registry.setServiceParent(top)
     uploads.setServiceParent(top)
     frontend_site = UploadSite(
-        frontend.resource(), frontend.route_body, frontend.paced, timeout=config.receive_timeout
+        frontend.resource(), frontend.route_body, frontend.is_paced, timeout=config.receive_timeout
     )
     Listener("frontend", config.frontend, frontend_site).setServiceParent(top)
     backend_site = UploadSite(AppResource(BackendAPI(uploads).app.resource()), timeout=config.receive_timeout)

@@ -189,13 +189,13 @@ def test_the_frontend_paces_creations_and_nothing_else(tmp_path):
     frontend, backend = built["frontend"], built["backend"]
     assert frontend.pacer.per_turn == UploadSite.paced_per_turn
     uploads = b"/incoming/frontend/uploads/"
-    assert frontend.paced(b"POST", uploads)
-    assert frontend.paced(b"POST", uploads.rstrip(b"/"))
-    assert not frontend.paced(b"PATCH", uploads + b"abc")
-    assert not frontend.paced(b"HEAD", uploads + b"abc")
-    assert not frontend.paced(b"POST", uploads + b"abc")
-    assert not frontend.paced(b"GET", b"/incoming/frontend/incoming.js")
-    assert backend.paced is None and backend.pacer is None
+    assert frontend.is_paced(b"POST", uploads)
+    assert frontend.is_paced(b"POST", uploads.rstrip(b"/"))
+    assert not frontend.is_paced(b"PATCH", uploads + b"abc")
+    assert not frontend.is_paced(b"HEAD", uploads + b"abc")
+    assert not frontend.is_paced(b"POST", uploads + b"abc")
+    assert not frontend.is_paced(b"GET", b"/incoming/frontend/incoming.js")
+    assert backend.is_paced is None and backend.pacer is None
 
 
 def test_the_default_frontend_keeps_a_long_listen_queue(tmp_path):

@@ -87,7 +87,7 @@ class Frontend:
             return BodyReceiver(request.paced_start(lambda: self._prepare_creation(request, length)))
         return None
 
-    def paced(self, method, path):
+    def is_paced(self, method, path):
         """
         Whether a request is one to start a turn at a time (see
         L{incoming.service.UploadSite}): creations, which come in bursts
