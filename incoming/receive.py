@@ -13,7 +13,6 @@ request then only waits for L{BodyReceiver.outcome}. docs/performance.rst
 explains the hot path and its measurements.
 """
 
-import ctypes
 import io
 import re
 import threading
@@ -26,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 
+from . import heap
 from .errors import ClientError
 from .priority import BulkThread
 
@@ -39,34 +39,7 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e\t]*")
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def _keep_freed_memory():
-    """
-    Have glibc's malloc keep and reuse freed blocks of a few MiB instead of
-    returning them to the kernel at once.
-
-    Each socket read of an upload allocates a new byte string of up to
-    L{BodyReceiver.read_size} (or L{BodyReceiver.shared_read_size}), freed
-    once written. By default glibc serves blocks over 128 KiB with a fresh
-    mmap and gives the memory back when they are freed (and trims the heap
-    top above 128 KiB), so every read lands in new pages that the kernel
-    must fault in and zero: in profiles, a tenth of the server's CPU time.
-    Raising both thresholds to a few MiB lets the same memory serve read
-    after read. The memory kept is bounded by what the receivers may hold
-    (L{_ReadTurns}: its limit, plus a few MiB for each upload reading); the
-    trim threshold is twice the limit so that the heap is not trimmed and
-    regrown while many uploads come in at once.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return  # not glibc: nothing to tune
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 4 << 20)
-    mallopt(M_TRIM_THRESHOLD, 32 << 20)
-
-
-_keep_freed_memory()
+heap.keep_freed_memory()
 
 
 class UploadRequest(server.Request):
@@ -532,8 +505,10 @@ class _ReadTurns:
     slow_bytes = 1 << 20
     limit = 16 << 20
 
-    def __init__(self):
+    def __init__(self, idle_trim):
         self._lock = threading.Lock()
+        # Told when uploads start and stop reading (see heap.IdleTrim).
+        self._idle_trim = idle_trim
         self.held = 0
         # The uploads whose turn it is, each with [bytes read in this turn,
         # bytes read at the last check (None before the first)], in the
@@ -551,6 +526,7 @@ class _ReadTurns:
         return len(self._reading) + len(self._waiting) > 1
 
     def join(self, receiver):
+        self._idle_trim.busy()
         self._waiting[receiver] = None
         receiver.wait_turn()
         self._admit()
@@ -559,6 +535,8 @@ class _ReadTurns:
         self._waiting.pop(receiver, None)
         if self._reading.pop(receiver, None) is not None:
             self._admit()
+        if not self._reading and not self._waiting:
+            self._idle_trim.idle()
 
     def hold(self, receiver, count):
         """
@@ -614,7 +592,7 @@ class _ReadTurns:
         receiver.wait_turn()
 
 
-_turns = _ReadTurns()
+_turns = _ReadTurns(heap.IdleTrim(reactor))
 
 
 def _client_error(failure, what):
