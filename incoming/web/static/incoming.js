@@ -1153,39 +1153,33 @@
          * notices when the backend (or a timeout) cancels the upload.
          */
         async watchWhilePaused(gen) {
+            return this.retrying(gen, () => this.watchPaused(gen));
+        }
+
+        // One connection's long-polls while paused, until the upload is
+        // handed over or gone.
+        async watchPaused(gen) {
             var known = '';
             for (;;) {
-                try {
-                    var state = await this.state(gen, known);
-                    this.check(gen);
-                    if (this.attempt) {
-                        this.attempt = 0;
-                        this.progress();  // connected again
-                    }
-                    if (state.state === 'cancelled' || state.state === 'failed') {
-                        throw this.goneAs(state);
-                    }
-                    if (state.state !== 'ticketed' && state.state !== 'receiving') {
-                        // The last bytes arrived just before the pause: there is
-                        // nothing left to pause, only the handover to follow.
-                        this.stop();
-                        this.paused = false;
-                        this.progress();
-                        this.launch(this.run(this.gen));
-                        return;
-                    }
-                    known = state.state;
-                } catch (error) {
-                    if (!(error instanceof Retry) || gen !== this.gen) {
-                        this.end(gen, error);
-                        return;
-                    }
-                    try {
-                        await this.backoff(gen, error);
-                    } catch (stale) {
-                        return;
-                    }
+                var state = await this.state(gen, known);
+                this.check(gen);
+                if (this.attempt) {
+                    this.attempt = 0;
+                    this.progress();  // connected again
                 }
+                if (state.state === 'cancelled' || state.state === 'failed') {
+                    throw this.goneAs(state);
+                }
+                if (state.state !== 'ticketed' && state.state !== 'receiving') {
+                    // The last bytes arrived just before the pause: there is
+                    // nothing left to pause, only the handover to follow.
+                    this.stop();
+                    this.paused = false;
+                    this.progress();
+                    this.launch(this.run(this.gen));
+                    return;
+                }
+                known = state.state;
             }
         }
 
