@@ -120,8 +120,8 @@ _SETTINGS = [
     (
         "receive_timeout",
         parse_duration,
-        "Drop a client connection that sends nothing for this long "
-        "(the bytes received so far are kept).",
+        "Drop a client connection that sends nothing for this long while "
+        "the server reads from it (the bytes received so far are kept).",
     ),
     (
         "retention",

@@ -158,6 +158,45 @@ class UploadRequest(server.Request):
         super().connectionLost(reason)
 
 
+class ClientSilence:
+    """
+    How long a client has sent nothing while the server was reading from
+    its connection. The time the server holds the connection paused
+    (waiting for its turn to read, for its writer, for its claim) is the
+    server's doing, not the client's silence, and does not count.
+    """
+
+    def __init__(self, clock):
+        self._clock = clock
+        # Silence counted before _since; _since is None while held.
+        self._counted = 0.0
+        self._since = clock.seconds()
+
+    def heard(self):
+        """
+        The client sent something.
+        """
+        self._counted = 0.0
+        if self._since is not None:
+            self._since = self._clock.seconds()
+
+    def hold(self):
+        self._counted = self.seconds()
+        self._since = None
+
+    def release(self):
+        self._since = self._clock.seconds()
+
+    @property
+    def held(self):
+        return self._since is None
+
+    def seconds(self):
+        if self._since is None:
+            return self._counted
+        return self._counted + self._clock.seconds() - self._since
+
+
 class BodyReceiver:
     """
     Takes one request body, chunk by chunk, to a write session of an upload.
@@ -201,6 +240,8 @@ class BodyReceiver:
     # the benchmark holds it to.
     read_size = 256 << 10
     shared_read_size = 512 << 10
+    # Where the time comes from (see ClientSilence).
+    clock = reactor
 
     def __init__(self, session_ready):
         self.outcome = Deferred()
@@ -228,6 +269,13 @@ class BodyReceiver:
         session_ready.addCallbacks(self._session_ready, self._refused)
 
     @property
+    def receiving(self):
+        """
+        Whether the body is still coming in.
+        """
+        return self._transport is not None and not self._body_over
+
+    @property
     def dropped(self):
         """
         Whether the connection ended before the body did.
@@ -236,6 +284,7 @@ class BodyReceiver:
 
     def attach(self, transport):
         self._transport = transport
+        self.silence = ClientSilence(self.clock)
         self._set_sizes()
         # It may have to wait for its turn to read (see _ReadTurns).
         self._update_reading()
@@ -251,6 +300,7 @@ class BodyReceiver:
     # Events from the request.
 
     def dataReceived(self, data):
+        self.silence.heard()
         if self._discard:
             return
         with self._lock:
@@ -420,9 +470,11 @@ class BodyReceiver:
         paused = self._full or self._waiting_turn
         if paused and not self._paused:
             self._paused = True
+            self.silence.hold()
             self._transport.pauseProducing()
         elif self._paused and not paused:
             self._paused = False
+            self.silence.release()
             self._transport.resumeProducing()
 
 

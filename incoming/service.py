@@ -30,8 +30,33 @@ class UploadChannel(HTTPChannel):
     """
     The HTTP connection of both listeners. A request line or header line
     longer than Twisted allows gets an answer that says so; Twisted itself
-    would close the connection without a word.
+    would close the connection without a word. While an upload body comes
+    in, the idle timeout (C{--receive-timeout}) counts only the time the
+    server was reading from the connection: an upload that waits its turn
+    to read, behind thousands of others, is not dropped for the wait.
     """
+
+    def timeoutConnection(self):
+        silence = self._upload_silence()
+        period = self.timeOut
+        if silence is None or silence.seconds() >= period:
+            super().timeoutConnection()
+            return
+        # Look again when the client can have been silent for the whole
+        # period: at the end of what is left of it if it may send now; a
+        # full period on while the server holds the connection.
+        self.setTimeout(period if silence.held else period - silence.seconds())
+        # Data from the client starts a full period again.
+        self.timeOut = period
+
+    def _upload_silence(self):
+        """
+        The L{ClientSilence} of the upload body coming in, or C{None}.
+        """
+        receiver = getattr(self.requests[-1], "body_receiver", None) if self.requests else None
+        if receiver is None or not receiver.receiving:
+            return None
+        return receiver.silence
 
     def lineLengthExceeded(self, line):
         body = f"request line or header longer than {self.MAX_LENGTH} bytes".encode()

@@ -5,7 +5,17 @@ retries of a handover whose backend is down or slow.
 
 import threading
 
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
 from harness import TestBackend, TusClient, free_port, journal_records, open_patch, random_file, sha256_of
+from incoming.receive import BodyReceiver
+from incoming.service import UploadSite
 
 
 def test_idle_upload_is_cancelled_and_its_file_removed(start_server, backend, tmp_path):
@@ -173,6 +183,95 @@ def test_client_that_stops_sending_is_dropped_and_its_bytes_kept(start_server, b
     assert tus.offset(url) == 300
     assert tus.patch(url, 300, b"z" * 700).status_code == 204
     assert backend.next_call()["received_size"] == 1000
+
+
+class HeldUpload:
+    """
+    An upload request coming in on a frontend connection (L{UploadSite},
+    L{UploadRequest}, L{BodyReceiver}) with --receive-timeout
+    L{TIMEOUT}, its time from a task.Clock. Its claim is never done, so
+    its body stays in the receiver; the test holds and releases the
+    connection as the read turns do.
+    """
+
+    TIMEOUT = 10.0
+
+    def __init__(self, monkeypatch):
+        self.clock = Clock()
+        monkeypatch.setattr(BodyReceiver, "clock", self.clock)
+        self.receiver = None
+
+        def route_body(request, method, path, length):
+            self.receiver = BodyReceiver(Deferred())
+            return self.receiver
+
+        site = UploadSite(Resource(), route_body, timeout=self.TIMEOUT)
+        site.reactor = self.clock
+        self.channel = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.channel.dataReceived(b"PATCH /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        self.send()
+
+    def send(self):
+        self.channel.dataReceived(b"z" * 10)
+
+    def wait(self, seconds):
+        # In small steps, as time passes for a real reactor: a timer set
+        # while the clock advances is due from the time it was set.
+        steps = round(seconds * 10)
+        self.clock.pump([0.1] * steps)
+
+    @property
+    def dropped(self):
+        return self.transport.disconnecting
+
+    def close(self):
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+
+@pytest.fixture
+def held_upload(monkeypatch):
+    upload = HeldUpload(monkeypatch)
+    yield upload
+    upload.close()
+
+
+def test_a_silent_client_is_dropped_after_the_receive_timeout(held_upload):
+    held_upload.wait(held_upload.TIMEOUT - 0.5)
+    held_upload.send()
+    held_upload.wait(held_upload.TIMEOUT - 0.5)
+    assert not held_upload.dropped
+    held_upload.wait(1)
+    assert held_upload.dropped
+
+
+def test_time_the_server_holds_the_connection_is_not_the_clients_silence(held_upload):
+    timeout = held_upload.TIMEOUT
+    held_upload.wait(4)
+    held_upload.receiver.wait_turn()  # many others read first
+    assert held_upload.transport.producerState == "paused"
+    held_upload.wait(3.5 * timeout)
+    assert not held_upload.dropped
+    held_upload.receiver.start_turn()
+    # Silent for 4 s before the hold, and 1 s after it when the timer next
+    # looks: it gives the client the 5 s it has left.
+    held_upload.wait(timeout / 2 + 0.9)
+    assert not held_upload.dropped
+    held_upload.wait(0.2)
+    assert held_upload.dropped
+
+
+def test_a_client_that_sends_after_a_hold_keeps_its_connection(held_upload):
+    held_upload.receiver.wait_turn()
+    held_upload.wait(2.5 * held_upload.TIMEOUT)
+    held_upload.receiver.start_turn()
+    held_upload.wait(held_upload.TIMEOUT - 1)
+    held_upload.send()
+    held_upload.wait(held_upload.TIMEOUT - 1)
+    assert not held_upload.dropped
+    held_upload.wait(2)
+    assert held_upload.dropped
 
 
 def test_sweep_forgets_ended_uploads_and_removes_orphans(start_server, backend, tmp_path):
