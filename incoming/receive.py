@@ -258,6 +258,8 @@ class BodyReceiver:
         self._complete = False
         self._finished = False
         self._transport = None
+        # How long the client has sent nothing (a ClientSilence, from attach).
+        self.silence = None
         self._high_water = self.high_water
         # Reading stops while this upload holds _high_water bytes (_full,
         # until it is down to low_water) or until it is its turn to read
