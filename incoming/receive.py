@@ -171,6 +171,7 @@ class ClientSilence:
         # Silence counted before _since; _since is None while held.
         self._counted = 0.0
         self._since = clock.seconds()
+        self._on_release = None
 
     def heard(self):
         """
@@ -186,6 +187,15 @@ class ClientSilence:
 
     def release(self):
         self._since = self._clock.seconds()
+        call, self._on_release = self._on_release, None
+        if call is not None:
+            call()
+
+    def when_released(self, call):
+        """
+        Call C{call} when the server next reads from the connection.
+        """
+        self._on_release = call
 
     @property
     def held(self):

@@ -38,16 +38,25 @@ class UploadChannel(HTTPChannel):
 
     def timeoutConnection(self):
         silence = self._upload_silence()
-        period = self.timeOut
-        if silence is None or silence.seconds() >= period:
+        if silence is None or silence.seconds() >= self.timeOut:
             super().timeoutConnection()
-            return
-        # Look again when the client can have been silent for the whole
-        # period: at the end of what is left of it if it may send now; a
-        # full period on while the server holds the connection.
-        self.setTimeout(period if silence.held else period - silence.seconds())
-        # Data from the client starts a full period again.
-        self.timeOut = period
+        elif silence.held:
+            # No timer while the server holds the connection.
+            silence.when_released(self._time_rest_of_silence)
+        else:
+            self._time_rest_of_silence()
+
+    def _time_rest_of_silence(self):
+        """
+        Look again when the client can have been silent for the whole
+        period, if its upload body is still coming in.
+        """
+        silence = self._upload_silence()
+        if silence is not None:
+            period = self.timeOut
+            self.setTimeout(period - silence.seconds())
+            # Data from the client starts a full period again.
+            self.timeOut = period
 
     def _upload_silence(self):
         """
