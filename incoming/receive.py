@@ -548,7 +548,11 @@ class _ReadTurns:
     lost and, while others wait, once it has read L{turn_bytes}, or when it
     read less than L{slow_bytes} between two checks L{check_period} apart:
     it then waits at the back of the line. So once others wait, a slow or
-    silent client keeps its turn for a fifth of a second at most.
+    silent client keeps its turn for a tenth of a second at most. Between
+    its turns a client can send only what its socket's receive buffer
+    holds: the shorter a slow client's turn, the sooner the line comes
+    round to it again (checks 50 ms apart rather than 100 took hundreds of
+    slow clients 7% less time, and 500 fast uploads the same).
 
     Six readers: with reads of L{BodyReceiver.shared_read_size}, eight made a
     HEAD under 500 uploads wait longer (p99 61 against 42 ms) for no more
@@ -565,8 +569,8 @@ class _ReadTurns:
 
     readers = 6
     turn_bytes = 8 << 20
-    check_period = 0.1
-    slow_bytes = 1 << 20
+    check_period = 0.05
+    slow_bytes = 512 << 10
     limit = 16 << 20
 
     def __init__(self, idle_trim):
