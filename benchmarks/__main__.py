@@ -98,6 +98,27 @@ class DataFiles:
         return parts
 
 
+def made_durable(send, server):
+    """
+    C{send}, then an fsync of the file the server stored, timed together:
+    what a server that does not fsync (nginx) takes to make an upload
+    durable, as Incoming!! does before it answers the last PATCH. A
+    reference for the single-stream figures, not a target.
+    """
+
+    def send_and_fsync(url):
+        seconds = send(url)
+        started = time.perf_counter()
+        fd = os.open(server.stored_path(url), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return seconds + time.perf_counter() - started
+
+    return send_and_fsync
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -214,6 +235,8 @@ class Bench:
                         send = lambda url: curl_upload(url, path, "PATCH", tus_patch_headers())  # noqa: E731
                     self.run_and_record("single", server, send, path, expected, size)
                     if server.kind == "put":
+                        self.run_and_record("single", server, made_durable(send, server), path, expected, size,
+                                            name=f"{server.name} + fsync")
                         continue
                     send = lambda url: curl_chunked_upload(url, parts)  # noqa: E731
                     self.run_and_record("chunked", server, send, path, expected, size)
@@ -223,11 +246,12 @@ class Bench:
         finally:
             self.stop_all()
 
-    def run_and_record(self, measurement, server, send, path, expected, size):
+    def run_and_record(self, measurement, server, send, path, expected, size, name=None):
+        name = name or server.name
         self.pause()
         values = self.measure(server, send, path, expected, size)
-        self.record(measurement, server.name, **values)
-        log(f"  {server.name:24} {measurement:26} {values['mb_s']:7.1f} MB/s "
+        self.record(measurement, name, **values)
+        log(f"  {name:24} {measurement:26} {values['mb_s']:7.1f} MB/s "
             f"{values['cpu_s_per_gib']:5.2f} CPU s/GiB {values['peak_rss_mib']:6.1f} MiB")
 
     def memory(self):

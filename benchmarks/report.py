@@ -11,6 +11,7 @@ import sys
 INCOMING = "Incoming!! sha256 on"
 INCOMING_OFF = "Incoming!! sha256 off"
 NGINX = "nginx PUT"
+NGINX_DURABLE = "nginx PUT + fsync"
 TUS = "@tus/server"
 
 
@@ -64,7 +65,7 @@ def analyse(results):
 
     if INCOMING in single:
         inc = single[INCOMING]
-        for peer in (NGINX, TUS, INCOMING_OFF):
+        for peer in (NGINX, NGINX_DURABLE, TUS, INCOMING_OFF):
             if peer in single:
                 ratios[f"single stream: Incoming!! / {peer}"] = pairwise(inc, single[peer], "mb_s")
         r = ratios.get(f"single stream: Incoming!! / {NGINX}")
