@@ -268,15 +268,15 @@ class BodyReceiver:
         self._complete = False
         self._finished = False
         self._transport = None
-        # How long the client has sent nothing (a ClientSilence, from attach).
+        # How long the client has sent nothing (a ClientSilence, from
+        # attach); whether the transport is paused is whether it is held.
         self.silence = None
         self._high_water = self.high_water
         # Reading stops while this upload holds _high_water bytes (_full,
         # until it is down to low_water) or until it is its turn to read
-        # (_waiting_turn); _paused is whether the transport is.
+        # (_waiting_turn).
         self._full = False
         self._waiting_turn = False
-        self._paused = False
         _turns.join(self)
         session_ready.addCallbacks(self._session_ready, self._refused)
 
@@ -480,12 +480,10 @@ class BodyReceiver:
         if self._transport is None:
             return
         paused = self._full or self._waiting_turn
-        if paused and not self._paused:
-            self._paused = True
+        if paused and not self.silence.held:
             self.silence.hold()
             self._transport.pauseProducing()
-        elif self._paused and not paused:
-            self._paused = False
+        elif self.silence.held and not paused:
             self.silence.release()
             self._transport.resumeProducing()
 
