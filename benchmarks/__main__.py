@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import report
 from .clients import chunked_upload, curl_chunked_upload, curl_upload, load_job, run_load, tus_patch_headers
-from .servers import ROOT, HandoverBackend, Incoming, Nginx, TusNode, sha256_of, spread_subdirectories
+from .servers import ROOT, BareReceiver, HandoverBackend, Incoming, Nginx, TusNode, sha256_of, spread_subdirectories
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -215,14 +215,15 @@ class Bench:
         """
         1 and 3: a file as one request and as chunked PATCHes over one
         connection, both from curl, every server interleaved run by run.
-        Incoming!! also takes the chunks from the sendfile client, as a
-        reference.
+        Incoming!! also takes the chunks from the sendfile client, and the
+        bare receiver (the floor of the CPU per GiB) the single stream, as
+        references.
         """
         size = self.sizes.single
         path, expected = self.data.get(size)
         parts = self.data.parts(size, self.sizes.chunk)
         servers = [Nginx(self.workdir), TusNode(self.workdir), Incoming(self.workdir, self.backend, True),
-                   Incoming(self.workdir, self.backend, False)]
+                   Incoming(self.workdir, self.backend, False), BareReceiver(self.workdir)]
         for server in servers:
             self.start(server)
         try:
@@ -234,9 +235,10 @@ class Bench:
                     else:
                         send = lambda url: curl_upload(url, path, "PATCH", tus_patch_headers())  # noqa: E731
                     self.run_and_record("single", server, send, path, expected, size)
-                    if server.kind == "put":
+                    if isinstance(server, Nginx):
                         self.run_and_record("single", server, made_durable(send, server), path, expected, size,
                                             name=f"{server.name} + fsync")
+                    if server.kind == "put":
                         continue
                     send = lambda url: curl_chunked_upload(url, parts)  # noqa: E731
                     self.run_and_record("chunked", server, send, path, expected, size)

@@ -255,14 +255,31 @@ class Server:
         return [entry for entry in self.storage.iterdir() if entry.is_file()]
 
 
-class Nginx(Server):
+class PutServer(Server):
+    """
+    A server that takes a plain PUT of the whole file to a URL of its own,
+    and stores it under the URL's last segment in storage/put.
+    """
+
+    kind = "put"
+
+    def stored_files(self):
+        return list((self.storage / "put").iterdir())
+
+    def upload_url(self, index):
+        return f"{self.base}/put/upload-{index}.bin"
+
+    def stored_path(self, url):
+        return self.storage / "put" / url.rsplit("/", 1)[1]
+
+
+class Nginx(PutServer):
     """
     nginx's WebDAV module taking a plain PUT to a file: the ceiling for
     "HTTP bytes to a local file". Stock buffer settings.
     """
 
     name = "nginx PUT"
-    kind = "put"
 
     def prepare(self):
         (self.workdir / "body-temp").mkdir()
@@ -299,14 +316,24 @@ http {{
     def command(self):
         return [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.workdir / "error.log")]
 
-    def stored_files(self):
-        return list((self.storage / "put").iterdir())
 
-    def upload_url(self, index):
-        return f"{self.base}/put/upload-{index}.bin"
+class BareReceiver(PutServer):
+    """
+    The least work that takes an upload as the targets ask of Incoming!!
+    (receive, write, sha256, write-behind, one fdatasync), with no server
+    around it: the floor of the server CPU per GiB (benchmarks/floor.py).
+    """
 
-    def stored_path(self, url):
-        return self.storage / "put" / url.rsplit("/", 1)[1]
+    name = "bare receiver"
+
+    def prepare(self):
+        (self.storage / "put").mkdir()
+
+    def command(self):
+        return [sys.executable, "-m", "benchmarks.floor", str(self.port), str(self.storage / "put")]
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 class TusNode(Server):

@@ -59,7 +59,7 @@ def test_quick_benchmark_run(peers, tmp_path):
     results = json.loads((out / "benchmark-results.json").read_text())
     measurements = results["measurements"]
     servers = {"nginx PUT", "@tus/server", "Incoming!! sha256 on", "Incoming!! sha256 off"}
-    assert set(measurements["single"]) == servers | {"nginx PUT + fsync"}
+    assert set(measurements["single"]) == servers | {"nginx PUT + fsync", "bare receiver"}
     assert set(measurements["chunked"]) == servers - {"nginx PUT"}
     assert set(measurements["chunked, sendfile client"]) == {"Incoming!! sha256 on"}
     assert len(measurements["memory"]) == 3
@@ -73,3 +73,5 @@ def test_quick_benchmark_run(peers, tmp_path):
     table = (out / "benchmark-results.rst").read_text()
     assert "Targets" in table and "Single stream" in table
     assert "single stream: Incoming!! / nginx PUT + fsync" in table
+    assert "server CPU per GiB: Incoming!! / bare receiver" in table
+    assert "single stream: nginx PUT / @tus/server" in table
