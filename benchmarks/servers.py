@@ -263,6 +263,9 @@ class PutServer(Server):
 
     kind = "put"
 
+    def prepare(self):
+        (self.storage / "put").mkdir()
+
     def stored_files(self):
         return list((self.storage / "put").iterdir())
 
@@ -282,8 +285,8 @@ class Nginx(PutServer):
     name = "nginx PUT"
 
     def prepare(self):
+        super().prepare()
         (self.workdir / "body-temp").mkdir()
-        (self.storage / "put").mkdir()
         # As root, nginx's workers would become "nobody" and could not write
         # to the benchmark's directories: keep them as whoever runs this.
         user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
@@ -325,9 +328,6 @@ class BareReceiver(PutServer):
     """
 
     name = "bare receiver"
-
-    def prepare(self):
-        (self.storage / "put").mkdir()
 
     def command(self):
         return [sys.executable, "-m", "benchmarks.floor", str(self.port), str(self.storage / "put")]
