@@ -55,16 +55,23 @@ RESPONSE_HEADERS = (
 _METADATA_KEY = re.compile(r"[^\s,]+")
 
 
+# More digits than any byte count needs (2 ** 63 has 19); Python refuses
+# to convert numbers of over 4300 digits at all.
+_MAX_DIGITS = 19
+
+
 def parse_count(name, value):
     """
-    A non-negative integer header such as C{Upload-Offset}, or C{None} when
-    the header is absent.
+    A non-negative integer header or parameter such as C{Upload-Offset}, or
+    C{None} when it is absent.
     """
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit() or not value.isascii():
+    if not value.isascii() or not value.isdigit():
         raise BadRequest(f"{name} must be a non-negative integer, not {value[:40]!r}")
+    if len(value.lstrip("0")) > _MAX_DIGITS:
+        raise BadRequest(f"{name} must be a byte count of at most {_MAX_DIGITS} digits")
     return int(value)
 
 
@@ -122,7 +129,10 @@ def upload_id_from_url(url):
     """
     The upload id at the end of an upload URL (absolute or relative).
     """
-    path = urlsplit(url).path
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # such as a bracketed host that is no IP address
+        raise BadRequest(f"Upload-Concat: {url[:80]!r} is not an upload URL")
     prefix, _, upload_id = path.rstrip("/").rpartition("/")
     if not prefix.endswith("/uploads") or not upload_id:
         raise BadRequest(f"Upload-Concat: {url!r} is not an upload URL")

@@ -71,6 +71,16 @@ def test_bad_new_upload_parameters(server, backend):
 
     assert error(signalFinishURL="ftp://x/y") == "parameter signalFinishURL must be an absolute http or https URL"
     assert error(signalFinishURL="/relative") == "parameter signalFinishURL must be an absolute http or https URL"
+    assert error(signalFinishURL="http://[::1/x") == "parameter signalFinishURL must be an absolute http or https URL"
+    assert error(signalFinishURL="http://[zz]/x") == "parameter signalFinishURL must be an absolute http or https URL"
+    assert (
+        error(signalFinishURL=backend.url, maxSize="\u00b2")
+        == "parameter maxSize must be a non-negative integer, not '\u00b2'"
+    )
+    assert (
+        error(signalFinishURL=backend.url, maxSize="9" * 5000)
+        == "parameter maxSize must be a byte count of at most 19 digits"
+    )
     assert error(signalFinishURL=backend.url, destType="ceph") == "destType 'ceph' is not supported (only 'file')"
     assert (
         error(signalFinishURL=backend.url, removeFileWhenFinished="maybe")

@@ -107,11 +107,22 @@ def test_malformed_headers_are_400(server, backend, tus):
     assert (response.status_code, response.text) == (400, "Upload-Metadata: the value of 'ticket' is not valid base64")
     response = post(**{"Upload-Length": "five", "Upload-Metadata": f"ticket {b64(ticket)}"})
     assert (response.status_code, response.text) == (400, "Upload-Length must be a non-negative integer, not 'five'")
+    response = post(**{"Upload-Length": "9" * 5000, "Upload-Metadata": f"ticket {b64(ticket)}"})
+    assert (response.status_code, response.text) == (400, "Upload-Length must be a byte count of at most 19 digits")
     response = post(**{"Upload-Metadata": f"ticket {b64(ticket)}"})
     assert (response.status_code, response.text) == (400, "give either Upload-Length or Upload-Defer-Length: 1")
+    response = post(
+        **{"Upload-Concat": "final;http://[x/incoming/frontend/uploads/a", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    )
+    assert (response.status_code, response.text) == (
+        400,
+        "Upload-Concat: 'http://[x/incoming/frontend/uploads/a' is not an upload URL",
+    )
     url = tus.create(ticket, 5)
     response = tus.patch(url, "x", b"1")
     assert (response.status_code, response.text) == (400, "Upload-Offset must be a non-negative integer, not 'x'")
+    response = tus.patch(url, "9" * 5000, b"1")
+    assert (response.status_code, response.text) == (400, "Upload-Offset must be a byte count of at most 19 digits")
 
 
 def test_offset_mismatch_is_409_and_nothing_is_written(server, backend, tus):

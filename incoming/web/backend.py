@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 
+from .. import tus
 from ..errors import BadRequest, TooLarge
 from .common import add_error_handlers, json_body, text_body
 
@@ -44,8 +45,12 @@ def boolean_param(request, name, default):
 
 def url_param(request, name):
     url = param(request, name).strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        absolute = parts.scheme in ("http", "https") and parts.hostname
+    except ValueError:  # such as a bracketed host that is no IP address
+        absolute = False
+    if not absolute:
         raise BadRequest(f"parameter {name} must be an absolute http or https URL")
     return url
 
@@ -77,10 +82,8 @@ class BackendAPI:
             raise BadRequest(f"destType {dest_type!r} is not supported (only 'file')")
         remove = boolean_param(request, "removeFileWhenFinished", "true")
         secret = param(request, "backendSecret", "")
-        max_size = param(request, "maxSize", "0").strip()
-        if not max_size.isdigit():
-            raise BadRequest("parameter maxSize must be a number of bytes")
-        upload = await self.uploads.new_ticket(signal_finish_url, remove, secret, int(max_size))
+        max_size = tus.parse_count("parameter maxSize", param(request, "maxSize", "0"))
+        upload = await self.uploads.new_ticket(signal_finish_url, remove, secret, max_size)
         return text_body(request, upload.id)
 
     @app.route(NEW + "/cancel_upload", methods=["POST"])
