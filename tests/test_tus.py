@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from incoming.web.frontend import SCRIPT
+
 from harness import TusClient, b64
 
 
@@ -296,6 +298,13 @@ def test_incoming_js_is_served(server):
     response = requests.get(server.frontend + "/incoming/frontend/incoming.js")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/javascript"
+
+
+def test_incoming_js_is_sent_whole_whatever_the_range(server):
+    script = SCRIPT.read_bytes()
+    for ranges in ("bytes=0-9", "bytes=" + ",".join(["0-"] * 300), "bytes=99999999-"):
+        response = requests.get(server.frontend + "/incoming/frontend/incoming.js", headers={"Range": ranges})
+        assert (response.status_code, response.content) == (200, script)
 
 
 def test_concatenation_assembles_partial_uploads(server, backend, tus):

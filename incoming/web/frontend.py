@@ -263,6 +263,9 @@ class Frontend:
     @app.route("/incoming/frontend/incoming.js", methods=["GET"])
     def script(self, request):
         request.setHeader("cache-control", "no-cache")
+        # The script is small enough to send whole every time, and Twisted's
+        # answer to many ranges stalls and keeps the file open for good.
+        request.requestHeaders.removeHeader(b"range")
         return File(str(SCRIPT), defaultType="application/javascript")
 
     # Helpers
