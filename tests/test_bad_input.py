@@ -3,8 +3,11 @@ Bad input and hostile conditions get a clear 4xx (or 507 for a full disk)
 with a one-line message, and never cost an upload its acknowledged bytes.
 """
 
+import hashlib
 import socket
 import subprocess
+from http.client import HTTPConnection
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -131,3 +134,38 @@ def test_request_line_or_header_over_the_limit_is_431(server):
                 answer += data
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
         assert answer.endswith(b"\r\n\r\nrequest line or header longer than 16384 bytes"), answer[-200:]
+
+
+def test_percent_encoded_upload_urls_are_the_same_urls(server, backend, tus):
+    """
+    A client that percent-encodes letters of an upload URL reaches the same
+    upload, data included.
+    """
+    host, port = urlsplit(server.frontend).netloc.split(":")
+    ticket = server.new_ticket(backend)
+    http = HTTPConnection(host, int(port), timeout=30)
+    http.request(
+        "POST",
+        "/incoming/frontend/%75ploads/",
+        body=b"abc",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "6",
+            "Upload-Metadata": f"ticket {b64(ticket)}",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    response = http.getresponse()
+    assert (response.status, response.getheader("Upload-Offset")) == (201, "3")
+    response.read()
+
+    http.request(
+        "PATCH",
+        f"/%69ncoming/frontend/uploads%2F{ticket}",
+        body=b"def",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "3", "Content-Type": "application/offset+octet-stream"},
+    )
+    response = http.getresponse()
+    assert (response.status, response.getheader("Upload-Offset")) == (204, "6")
+    call = backend.next_call()
+    assert (call["size"], call["received_sha256"]) == ("6", hashlib.sha256(b"abcdef").hexdigest())

@@ -6,6 +6,7 @@ browser library C{incoming.js}.
 
 import re
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, ensureDeferred
@@ -19,9 +20,10 @@ from .common import AppResource, add_error_handlers, answered_early, error_body,
 UPLOADS = "/incoming/frontend/uploads"
 SCRIPT = Path(__file__).parent / "static" / "incoming.js"
 
-# The two tus URLs whose requests may carry upload data.
-_UPLOAD_URL = re.compile(rb"/incoming/frontend/uploads/([^/?]+)(?:\?.*)?")
-_CREATION_URL = re.compile(rb"/incoming/frontend/uploads/?(?:\?.*)?")
+# The two tus URLs whose requests may carry upload data (as routed_path
+# gives them).
+_UPLOAD_URL = re.compile(rb"/incoming/frontend/uploads/([^/]+)")
+_CREATION_URL = re.compile(rb"/incoming/frontend/uploads/?")
 
 # How long a client may wait on the state URL in one request.
 MAX_WAIT = 60.0
@@ -43,8 +45,19 @@ def check_tus_version(request):
         )
 
 
+def routed_path(path):
+    """
+    A request's path as the app routes it: without the query, and
+    percent-decoded as Twisted decodes it for Klein. What is decided before
+    the app routes a request (whether its body is upload data, whether it
+    speaks tus) is decided on this path too, so that C{%75ploads} is
+    C{uploads} everywhere or nowhere.
+    """
+    return unquote_to_bytes(path.split(b"?", 1)[0])
+
+
 def is_tus_request(request):
-    path = request.path
+    path = routed_path(request.path)
     return (
         path.startswith(UPLOADS.encode())
         and not path.endswith(b"/state")
@@ -75,6 +88,7 @@ class Frontend:
         A L{BodyReceiver} for requests whose body is upload data (tus PATCH,
         and POST with creation-with-upload), C{None} for any other request.
         """
+        path = routed_path(path)
         if method == b"PATCH" and (match := _UPLOAD_URL.fullmatch(path)):
             upload_id = match.group(1).decode("ascii", "replace")
             return BodyReceiver(ensureDeferred(self._prepare_patch(request, upload_id, length)))
@@ -95,7 +109,7 @@ class Frontend:
         processed at the pacer's pace; one with data (see L{route_body})
         claims its ticket at that pace while its body waits.
         """
-        return method == b"POST" and _CREATION_URL.fullmatch(path) is not None
+        return method == b"POST" and _CREATION_URL.fullmatch(routed_path(path)) is not None
 
     async def _prepare_patch(self, request, upload_id, length):
         check_tus_version(request)
