@@ -65,13 +65,15 @@ class UploadRequest(server.Request):
         The method to serve: C{X-HTTP-Method-Override} when given (for
         clients that cannot send PATCH or DELETE), else the request's own.
         An override that is no method name at all is ignored, and so is one
-        on a HEAD: the client reads no body in its answer, whatever the
-        override says.
+        on a HEAD or to a HEAD: whether the client reads a body in the answer
+        is decided by the method it sent, and an answer framed for the other
+        would leave it waiting or confused.
         """
         override = self.requestHeaders.getRawHeaders(b"x-http-method-override")
-        if command != b"HEAD" and override and _METHOD.fullmatch(override[0].strip()):
-            return override[0].strip().upper()
-        return command
+        if command == b"HEAD" or not override or not _METHOD.fullmatch(override[0].strip()):
+            return command
+        method = override[0].strip().upper()
+        return command if method == b"HEAD" else method
 
     def gotLength(self, length):
         route = getattr(self.channel.site, "route_body", None)

@@ -511,6 +511,17 @@ def test_method_override_is_the_method(spec):
     assert spec.backend.call_for(spec.upload_id(url))["cancelled"] == "yes"
 
 
+def test_method_override_to_head_is_ignored(spec):
+    """
+    Whether a client reads a body in the answer is decided by the method it
+    sent: a GET that says it is a HEAD gets its whole answer, not headers
+    framed for a HEAD that would leave it waiting for a body.
+    """
+    url = spec.create(4)
+    response = spec.http.get(url + "/state", headers={"X-HTTP-Method-Override": "HEAD"}, timeout=10)
+    assert (response.status_code, response.json()["state"]) == (200, "receiving")
+
+
 def test_method_override_ignores_the_actual_method(spec):
     """
     "The actual method of the request MUST be ignored."
