@@ -42,6 +42,22 @@ def test_backend_cancel_upload_notifies_backend_and_reaches_the_frontend(server,
     assert not (server.storage / f"{ticket}.data").exists()
 
 
+def test_cancel_reasons_are_one_line(server, backend, tus):
+    """
+    A reason is said again in answers, headers and the log: control
+    characters in it become spaces, and it is cut at 500 characters.
+    """
+    ticket = server.new_ticket(backend)
+    url = tus.create(ticket, 10)
+    assert tus.http.delete(url, params={"reason": "line one\r\nline two\x00 end"}).status_code == 204
+    assert backend.next_call()["cancelReason"] == "line one line two end"
+    assert tus.head(url).headers["Incoming-Error"] == f"upload {ticket} is cancelled: line one line two end"
+
+    ticket = server.new_ticket(backend)
+    assert server.backend_call("cancel_upload", id=ticket, reason="x\ny" * 1000).text == "ok"
+    assert backend.next_call()["cancelReason"] == ("x y" * 1000)[:500]
+
+
 def test_unclaimed_ticket_can_be_cancelled(server, backend):
     ticket = server.new_ticket(backend)
     assert server.backend_call("cancel_upload", id=ticket).text == "ok"

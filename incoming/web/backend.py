@@ -10,7 +10,7 @@ from klein import Klein
 
 from .. import tus
 from ..errors import BadRequest, TooLarge
-from .common import add_error_handlers, json_body, text_body
+from .common import add_error_handlers, json_body, one_line, text_body
 
 NEW = "/incoming/backend"
 OLD = "/incoming/0.1/backend"  # the path of Incoming!! 0.1, for its backends
@@ -90,7 +90,7 @@ class BackendAPI:
     @app.route(OLD + "/cancel_upload", methods=["POST"])
     async def cancel_upload(self, request):
         upload = self._upload(request)
-        reason = param(request, "reason", "cancelled by the backend")
+        reason = one_line(param(request, "reason", "")) or "cancelled by the backend"
         await self.uploads.cancel_by_backend(upload, reason)
         return text_body(request, "ok")
 

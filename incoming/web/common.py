@@ -31,6 +31,16 @@ def header(request, name):
         raise BadRequest(f"header {name} must be ASCII")
 
 
+def one_line(text, limit=500):
+    """
+    C{text} given by a client (such as a cancel reason) as one line of at
+    most C{limit} characters: it is said again in answers, in headers and
+    in the log, which are one line each.
+    """
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split())[:limit]
+
+
 def wants_json(request):
     accept = request.getHeader(b"accept") or b""
     return b"application/json" in accept.lower()

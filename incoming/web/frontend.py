@@ -15,7 +15,7 @@ from twisted.web.static import File
 from .. import tus
 from ..errors import BadRequest, ClientError, Forbidden, NotFound, PreconditionFailed, UnsupportedMediaType
 from ..receive import BodyReceiver
-from .common import AppResource, add_error_handlers, answered_early, error_body, header, json_body
+from .common import AppResource, add_error_handlers, answered_early, error_body, header, json_body, one_line
 
 UPLOADS = "/incoming/frontend/uploads"
 SCRIPT = Path(__file__).parent / "static" / "incoming.js"
@@ -243,8 +243,8 @@ class Frontend:
     @app.route(UPLOADS + "/<upload_id>", methods=["DELETE"])
     async def delete(self, request, upload_id):
         upload = self.uploads.get(upload_id)
-        reason = query(request, "reason") or "cancelled by the user"
-        await self.uploads.cancel_by_frontend(upload, reason[:500])
+        reason = one_line(query(request, "reason")) or "cancelled by the user"
+        await self.uploads.cancel_by_frontend(upload, reason)
         request.setResponseCode(204)
         return b""
 
