@@ -267,6 +267,10 @@ class Uploads(Service):
         deferred). Claiming again with the same length gives the same upload,
         so a client that lost the answer can go on.
         """
+        while upload.id in self._assembling:
+            # A final upload is being assembled under this ticket: the
+            # claim comes second, and finds it claimed.
+            await self._assembling[upload.id]
         if upload.state == "ticketed":
             if length is not None:
                 self.limits(upload).check(length)
@@ -286,6 +290,8 @@ class Uploads(Service):
                 filename=filename,
                 length="deferred" if length is None else length,
             )
+            if upload.state != "receiving":
+                raise upload.not_allowed("claim")  # cancelled while saved
             if length == 0:
                 await self._complete_stored(upload)
             return upload
@@ -356,7 +362,12 @@ class Uploads(Service):
             # Assembled while the ticket is still unclaimed: a crash here
             # leaves the parts and the ticket as they were.
             await deferToThread(self.storage.concatenate, upload.id, [part.id for part in parts])
-            self._digests[upload.id] = await deferToThread(self._rehash, upload.id, length)
+            digest = await deferToThread(self._rehash, upload.id, length)
+            if upload.state != "ticketed":
+                # Cancelled while assembled: the parts stay as they were.
+                self.storage.remove(upload.id)
+                raise upload.not_allowed("claim")
+            self._digests[upload.id] = digest
             upload.length = upload.offset = length
             upload.filename, upload.mimetype, upload.metadata = filename, mimetype, metadata
             upload.raw_metadata = raw_metadata

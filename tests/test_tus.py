@@ -5,6 +5,8 @@ advertises, the ticket, CORS.
 
 import base64
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 import requests
@@ -12,6 +14,8 @@ import requests
 from incoming.web.frontend import SCRIPT
 
 from harness import TusClient, b64
+
+MiB = 1024 * 1024
 
 
 def test_options_advertises_the_protocol(server):
@@ -307,23 +311,44 @@ def test_incoming_js_is_sent_whole_whatever_the_range(server):
         assert (response.status_code, response.content) == (200, script)
 
 
+def partial_upload(server, tus, ticket, data):
+    """
+    A complete partial upload of C{data} under C{ticket}: its URL.
+    """
+    response = tus.http.post(
+        server.uploads_url,
+        headers={"Upload-Length": str(len(data)), "Upload-Concat": "partial", "Upload-Metadata": f"ticket {b64(ticket)}"},
+    )
+    assert response.status_code == 201, response.text
+    url = response.headers["Location"]
+    assert tus.patch(url, 0, data).status_code == 204
+    assert tus.head(url).headers["Upload-Concat"] == "partial"
+    return url
+
+
+def start_assembly(server, tus, ticket, urls):
+    """
+    Send the final upload of the partial uploads C{urls} and return once the
+    server has begun assembling it (its data file exists): a future of the
+    answer.
+    """
+    concat = "final;" + " ".join(urlsplit(url).path for url in urls)
+    headers = {"Tus-Resumable": "1.0.0", "Upload-Concat": concat, "Upload-Metadata": f"ticket {b64(ticket)}"}
+    pool = ThreadPoolExecutor(1)
+    answer = pool.submit(requests.post, server.uploads_url, headers=headers, timeout=60)
+    pool.shutdown(wait=False)
+    data = server.storage / f"{ticket}.data"
+    while not data.exists():
+        answered, _ = wait([answer], timeout=0.01)
+        assert not answered, answer.result().text
+    return answer
+
+
 def test_concatenation_assembles_partial_uploads(server, backend, tus):
     ticket = server.new_ticket(backend)
 
     def partial(data):
-        response = tus.http.post(
-            server.uploads_url,
-            headers={
-                "Upload-Length": str(len(data)),
-                "Upload-Concat": "partial",
-                "Upload-Metadata": f"ticket {b64(ticket)}",
-            },
-        )
-        assert response.status_code == 201, response.text
-        url = response.headers["Location"]
-        assert tus.patch(url, 0, data).status_code == 204
-        assert tus.head(url).headers["Upload-Concat"] == "partial"
-        return url
+        return partial_upload(server, tus, ticket, data)
 
     urls = [partial(b"hello"), partial(b" "), partial(b"world")]
     assert ticket not in "".join(urls)
@@ -344,6 +369,35 @@ def test_concatenation_assembles_partial_uploads(server, backend, tus):
     assert tus.patch(url, 11, b"").status_code == 403
     for part in urls:
         assert tus.head(part).status_code == 404
+
+
+def test_a_plain_claim_during_assembly_finds_the_ticket_taken(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    parts = [os.urandom(64 * MiB), os.urandom(64 * MiB)]
+    urls = [partial_upload(server, tus, ticket, data) for data in parts]
+
+    final = start_assembly(server, tus, ticket, urls)
+    response = tus.http.post(
+        server.uploads_url, headers={"Upload-Length": "5", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    )
+    assert (response.status_code, response.text) == (409, f"upload ticket already used for an upload of {128 * MiB} bytes")
+    assert final.result().status_code == 201
+    call = backend.next_call()
+    assert call["received_sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def test_a_final_upload_cancelled_during_assembly_leaves_no_file(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    urls = [partial_upload(server, tus, ticket, os.urandom(64 * MiB)) for _ in range(2)]
+
+    final = start_assembly(server, tus, ticket, urls)
+    url = server.uploads_url + ticket
+    assert tus.http.delete(url, params={"reason": "changed my mind"}).status_code == 204
+    response = final.result()
+    assert (response.status_code, response.text) == (410, f"upload {ticket} is cancelled: changed my mind")
+    assert not (server.storage / f"{ticket}.data").exists()
+    head = tus.head(url)
+    assert (head.status_code, head.headers["Incoming-Error"]) == (410, f"upload {ticket} is cancelled: changed my mind")
 
 
 def test_final_upload_needs_complete_parts_of_its_ticket(server, backend, tus):
