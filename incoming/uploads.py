@@ -33,6 +33,12 @@ _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 _REHASH_CHUNK = 1 << 20
 
+# How many partial uploads one ticket may make. Parallel uploads use a
+# handful; each partial is a record in memory and in the journal until the
+# final upload or the idle timeout, and those of zero bytes are not limited
+# by the ticket's size.
+MAX_PARTS = 256
+
 @attrs.frozen
 class Limits:
     """
@@ -314,6 +320,8 @@ class Uploads(Service):
                 raise Conflict(f"upload ticket already used for an upload of {ticket.length} bytes")
             limits = self.limits(ticket)
             pieces = [u.length for u in self._uploads.values() if u.is_partial and u.parent == ticket.id]
+            if len(pieces) >= MAX_PARTS:
+                raise Forbidden(f"an upload ticket makes at most {MAX_PARTS} partial uploads")
             limits.check(sum(pieces) + length)
         else:
             self.limits(Upload(id="", signal_finish_url="")).check(length)

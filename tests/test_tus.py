@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from incoming.uploads import MAX_PARTS
 from incoming.web.frontend import SCRIPT
 
 from harness import TusClient, b64
@@ -398,6 +399,14 @@ def test_a_final_upload_cancelled_during_assembly_leaves_no_file(server, backend
     assert not (server.storage / f"{ticket}.data").exists()
     head = tus.head(url)
     assert (head.status_code, head.headers["Incoming-Error"]) == (410, f"upload {ticket} is cancelled: changed my mind")
+
+
+def test_a_ticket_makes_a_bounded_number_of_partial_uploads(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    headers = {"Upload-Length": "0", "Upload-Concat": "partial", "Upload-Metadata": f"ticket {b64(ticket)}"}
+    answers = [tus.http.post(server.uploads_url, headers=headers) for _ in range(MAX_PARTS + 1)]
+    assert [answer.status_code for answer in answers] == [201] * MAX_PARTS + [403]
+    assert answers[-1].text == f"an upload ticket makes at most {MAX_PARTS} partial uploads"
 
 
 def test_final_upload_needs_complete_parts_of_its_ticket(server, backend, tus):
