@@ -29,8 +29,9 @@ __all__ = ["Options", "makeService", "build"]
 class UploadChannel(HTTPChannel):
     """
     The HTTP connection of both listeners. A request line or header line
-    longer than Twisted allows gets an answer that says so; Twisted itself
-    would close the connection without a word. While an upload body comes
+    longer than Twisted allows, or a request Twisted cannot parse, gets an
+    answer that says so; Twisted itself would close the connection without a
+    word, or with a bare status line. While an upload body comes
     in, the idle timeout (C{--receive-timeout}) counts only the time the
     server was reading from the connection: an upload that waits its turn
     to read, behind thousands of others, is not dropped for the wait.
@@ -68,12 +69,52 @@ class UploadChannel(HTTPChannel):
         return receiver.silence
 
     def lineLengthExceeded(self, line):
-        body = f"request line or header longer than {self.MAX_LENGTH} bytes".encode()
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        self._answer_and_close(
+            b"431 Request Header Fields Too Large", f"request line or header longer than {self.MAX_LENGTH} bytes"
         )
+
+    def _respondToBadRequestAndDisconnect(self):
+        # Twisted's answer to a request it cannot parse (bad request line,
+        # bad or conflicting headers, too many of them, a malformed chunked
+        # or multipart body) is a bare status line: say what was wrong.
+        # Twisted passes no reason; it is read from the parser's state (the
+        # limits it checks, and whether it was reading the head or the body).
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            reason = f"request line and headers longer than {self.totalHeadersSize} bytes in all"
+        elif self._receivedHeaderCount > self.maxHeaders:
+            reason = f"more than {self.maxHeaders} request headers"
+        elif self.line_mode:
+            reason = "malformed request line or header"
+        else:
+            # The headers were accepted; the body was not.
+            reason = "malformed request body"
+        self._answer_and_close(b"400 Bad Request", reason)
+
+    def _maybeChooseTransferDecoder(self, header, data):
+        # Twisted reads Content-Length with int(), which refuses more than
+        # 4300 digits: the ValueError escaped from headerReceived, the client
+        # got no answer and the log a traceback. False stops the request.
+        try:
+            return super()._maybeChooseTransferDecoder(header, data)
+        except ValueError:
+            self._respondToBadRequestAndDisconnect()
+            return False
+
+    def _answer_and_close(self, status, message):
+        """
+        Answer with C{status} and the one-line C{message} as plain text, then
+        close the connection. Twisted parses no request while one is being
+        answered, so no response has started; but if one had, or if the
+        connection is closing already (this was answered), a status line now
+        would only corrupt the stream: the connection is just closed.
+        """
+        started = any(request.startedWriting for request in self.requests)
+        if not started and not self.transport.disconnecting:
+            body = message.encode()
+            self.transport.write(
+                b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+            )
         self.loseConnection()
 
 
