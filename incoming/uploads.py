@@ -155,6 +155,12 @@ class Uploads(Service):
             raise Forbidden(f"wrong backendSecret for upload {upload_id}")
         return upload
 
+    def is_writing(self, upload):
+        """
+        Whether a request is writing to C{upload} now.
+        """
+        return upload.id in self._writers
+
     def offset(self, upload):
         writer = self._writers.get(upload.id)
         return writer.visible_offset if writer is not None else upload.offset

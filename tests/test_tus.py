@@ -14,7 +14,7 @@ import requests
 from incoming.uploads import MAX_PARTS
 from incoming.web.frontend import SCRIPT
 
-from harness import TusClient, b64
+from harness import TusClient, b64, open_patch
 
 MiB = 1024 * 1024
 
@@ -224,6 +224,26 @@ def test_a_repeated_creation_with_upload_keeps_what_is_stored(server, backend, t
     assert again.headers["Upload-Offset"] == "5"
     assert tus.patch(url, 5, b"!!!").status_code == 204
     assert backend.next_call()["sha256"] == hashlib.sha256(b"hello!!!").hexdigest()
+
+
+def test_a_repeated_creation_with_upload_leaves_the_running_patch_alone(server, backend, tus):
+    """
+    A page reloaded (or a second tab) claims again with its data while the
+    first request still sends: that request goes on, the repeat's data is
+    dropped and its answer says where the upload is.
+    """
+    ticket = server.new_ticket(backend)
+    data = os.urandom(4 * MiB)
+    url = create_with_upload(server, tus, ticket, len(data), b"").headers["Location"]
+    with open_patch(url, 0, len(data), data[:MiB]) as first:
+        tus.wait_for_offset(url, MiB)
+        again = create_with_upload(server, tus, ticket, len(data), b"x" * MiB)
+        assert (again.status_code, again.headers["Location"]) == (201, url)
+        assert int(again.headers["Upload-Offset"]) >= MiB
+        first.sendall(data[MiB:])
+        first.settimeout(30)
+        assert first.recv(100).startswith(b"HTTP/1.1 204 ")
+    assert backend.next_call()["received_sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_a_creation_with_upload_for_another_file_stores_nothing(server, backend, tus):

@@ -130,11 +130,16 @@ class Frontend:
     async def _prepare_creation(self, request, length):
         check_tus_version(request)
         upload = await self._claim(request)
-        if upload.offset != 0 or upload.raw_metadata != (header(request, "upload-metadata") or ""):
-            # A repeated claim of an upload under way, or one for another
-            # file (another page with the same ticket): its data is dropped.
-            # The answer says the offset, and the metadata the upload was
-            # created with, for the client to tell whether it is its own.
+        if (
+            upload.offset != 0
+            or self.uploads.is_writing(upload)
+            or upload.raw_metadata != (header(request, "upload-metadata") or "")
+        ):
+            # A repeated claim of an upload under way (whose first request
+            # may still be sending, and goes on), or one for another file
+            # (another page with the same ticket): its data is dropped. The
+            # answer says the offset, and the metadata the upload was created
+            # with, for the client to tell whether it is its own.
             return None
         return await self.uploads.begin_write(upload, 0, length, None, None)
 
