@@ -165,6 +165,8 @@ def test_unsupported_version_is_412(server, backend, tus):
     )
     assert response.status_code == 412
     assert response.text == "Tus-Resumable (missing) is not supported; this server speaks 1.0.0"
+    response = requests.head(url, headers={"Tus-Resumable": "9" * 10000})
+    assert response.headers["Incoming-Error"] == f"Tus-Resumable {'9' * 40} is not supported; this server speaks 1.0.0"
 
 
 def test_checksum_match_and_mismatch(server, backend, tus):

@@ -41,7 +41,8 @@ def check_tus_version(request):
     if version != tus.VERSION:
         request.setHeader("tus-version", tus.VERSION)
         raise PreconditionFailed(
-            f"Tus-Resumable {version or '(missing)'} is not supported; this server speaks {tus.VERSION}"
+            f"Tus-Resumable {version[:40] if version else '(missing)'} is not supported; "
+            f"this server speaks {tus.VERSION}"
         )
 
 
