@@ -55,9 +55,11 @@ RESPONSE_HEADERS = (
 _METADATA_KEY = re.compile(r"[^\s,]+")
 
 
-# More digits than any byte count needs (2 ** 63 has 19); Python refuses
-# to convert numbers of over 4300 digits at all.
-_MAX_DIGITS = 19
+# Far more digits than any byte count needs (2 ** 63 has 19), and far
+# fewer than the 4300 past which Python refuses to convert a number at all.
+# Numbers in between are numbers: a length too large for any limit is a 413,
+# an offset no upload reaches a 409.
+_MAX_DIGITS = 100
 
 
 def parse_count(name, value):

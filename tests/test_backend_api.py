@@ -79,7 +79,7 @@ def test_bad_new_upload_parameters(server, backend):
     )
     assert (
         error(signalFinishURL=backend.url, maxSize="9" * 5000)
-        == "parameter maxSize must be a byte count of at most 19 digits"
+        == "parameter maxSize must be a byte count of at most 100 digits"
     )
     assert error(signalFinishURL=backend.url, destType="ceph") == "destType 'ceph' is not supported (only 'file')"
     assert (
