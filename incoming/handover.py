@@ -5,13 +5,14 @@ finished file and the notice of a cancelled upload, with retries.
 
 import json
 import random
+from email.message import Message
 from http.cookiejar import DefaultCookiePolicy
 
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.internet import task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -19,6 +20,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionClosed
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import (
     Agent,
@@ -26,11 +28,13 @@ from twisted.web.client import (
     HTTPConnectionPool,
     RequestNotSent,
     RequestTransmissionFailed,
+    ResponseDone,
     ResponseNeverReceived,
     _HTTP11ClientFactory,
 )
 from twisted.web.error import SchemeNotSupported
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory
 from zope.interface import implementer
 
 
@@ -50,6 +54,71 @@ class HandoverFailed(Exception):
     """
     One attempt to reach the backend did not get a usable answer.
     """
+
+
+# The longest answer read from the backend, which needs only "done" or
+# "wait": a longer one (a proxy's error page, a backend streaming without
+# end) is not read further, so that it costs neither memory nor reading
+# time, on every retry.
+MAX_ANSWER = 64 * 1024
+
+
+class _AnswerTooLong(Exception):
+    pass
+
+
+class _Answer(Protocol):
+    """
+    Reads the body of the backend's answer into L{finished}, or fails it
+    with L{_AnswerTooLong} and closes the connection as soon as the body
+    says (Content-Length) or turns out to be longer than L{MAX_ANSWER}.
+    Cancelling L{finished} (the attempt timed out) closes the connection
+    too, rather than reading on.
+    """
+
+    def __init__(self, length):
+        self._length = length
+        self._chunks = []
+        self._size = 0
+        self.finished = Deferred(lambda finished: self.transport.loseConnection())
+
+    def connectionMade(self):
+        if self._length is not UNKNOWN_LENGTH and self._length > MAX_ANSWER:
+            self._too_long()
+
+    def dataReceived(self, data):
+        if self.finished.called:
+            return
+        self._size += len(data)
+        if self._size > MAX_ANSWER:
+            self._too_long()
+        else:
+            self._chunks.append(data)
+
+    def connectionLost(self, reason):
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self._chunks))
+        else:
+            self.finished.errback(reason)
+
+    def _too_long(self):
+        self._chunks = []
+        self.transport.loseConnection()
+        self.finished.errback(_AnswerTooLong())
+
+
+def _charset(response):
+    """
+    The charset the answer's Content-Type names, UTF-8 by default.
+    """
+    types = response.headers.getRawHeaders(b"content-type")
+    if not types:
+        return "utf-8"
+    header = Message()
+    header["content-type"] = types[-1].decode("latin-1")
+    return header.get_content_charset() or "utf-8"
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -177,7 +246,7 @@ class Backend:
 
     async def _post(self, url, fields):
         try:
-            response = await self._http.post(url, data=fields)
+            response = await self._http.post(url, data=fields, unbuffered=True)
         except Exception as e:
             if not _connection_closed_under(e):
                 raise
@@ -185,8 +254,22 @@ class Backend:
             # as this request went out on it: the backend answered nothing,
             # and a new connection will do. (Twisted sends only idempotent
             # requests again by itself.)
-            response = await self._http.post(url, data=fields)
-        body = (await response.text("utf-8")).strip()
+            response = await self._http.post(url, data=fields, unbuffered=True)
+        answer = _Answer(response.length)
+        response.deliverBody(answer)
+        try:
+            data = await answer.finished
+        except _AnswerTooLong:
+            raise HandoverFailed(
+                f"backend's answer is too long: HTTP {response.code} with more than {MAX_ANSWER} bytes"
+            ) from None
+        charset = _charset(response)
+        try:
+            body = data.decode(charset).strip()
+        except (LookupError, UnicodeDecodeError):
+            raise HandoverFailed(
+                f"backend answered HTTP {response.code} with a body that is not {charset} text: {data[:200]!r}"
+            ) from None
         if response.code != 200:
             raise HandoverFailed(f"backend answered HTTP {response.code}: {body[:200]!r}")
         answer = body.lower()
