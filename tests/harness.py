@@ -33,6 +33,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def serve_on_loopback(handler, port=0):
+    """
+    An HTTP server for C{handler} on 127.0.0.1, serving from a thread of
+    its own, each request in a thread.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def journal_records(storage):
     """
     The upload records in the journal of C{storage}, by upload id: the last
@@ -244,10 +255,7 @@ class TestBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve_on_loopback(Handler, port)
 
     @property
     def url(self):

@@ -8,10 +8,10 @@ like any other bad answer.
 import itertools
 import queue
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
-from harness import TusClient
+from harness import TusClient, serve_on_loopback
 
 MAX_ANSWER = 64 * 1024  # the longest answer the server reads (README)
 STREAMED = 64 << 20  # far more than that
@@ -51,10 +51,7 @@ class ScriptedBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve_on_loopback(Handler)
 
     @property
     def url(self):
