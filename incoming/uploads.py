@@ -302,10 +302,11 @@ class Uploads(Service):
                 filename=filename,
                 length="deferred" if length is None else length,
             )
-            if upload.state != "receiving":
-                raise upload.not_allowed("claim")  # cancelled while saved
-            if length == 0:
+            if length == 0 and upload.state == "receiving":
                 await self._complete_stored(upload)
+            if upload.state == "cancelled":
+                # While its record was saved or its file made durable.
+                raise upload.not_allowed("claim")
             return upload
         if upload.state in ("cancelled", "failed"):
             raise upload.not_allowed("claim")
@@ -563,6 +564,8 @@ class Uploads(Service):
         All bytes are in: make them durable, then hand the file over.
         """
         await deferToThread(stored_file.sync)
+        if upload.state != "receiving":
+            return  # cancelled meanwhile: nothing to hand over
         digest = self._digests.pop(upload.id)
         upload.sha256 = digest.hexdigest() if digest is not None else ""
         upload.handover_started = self.clock.seconds()
