@@ -326,7 +326,7 @@ class Uploads(Service):
             if ticket.state != "ticketed":
                 raise Conflict(f"upload ticket already used for an upload of {ticket.length} bytes")
             limits = self.limits(ticket)
-            pieces = [u.length for u in self._uploads.values() if u.is_partial and u.parent == ticket.id]
+            pieces = [part.length for part in self._parts_of(ticket)]
             if len(pieces) >= MAX_PARTS:
                 raise Forbidden(f"an upload ticket makes at most {MAX_PARTS} partial uploads")
             limits.check(sum(pieces) + length)
@@ -404,6 +404,12 @@ class Uploads(Service):
             del self._assembling[upload.id]
             done.callback(None)
         return upload
+
+    def _parts_of(self, ticket):
+        """
+        The partial uploads made under C{ticket}.
+        """
+        return [u for u in self._uploads.values() if u.is_partial and u.parent == ticket.id]
 
     def _complete_part(self, part_id, ticket):
         try:
@@ -622,6 +628,11 @@ class Uploads(Service):
         upload.transition("cancel", reason)
         await self._end(upload, "cancelled", reason)
         self._start(self._send_cancel_notice(upload))
+        # Its partial uploads can make no final upload any more: their
+        # files go now, not at their idle timeout.
+        for part in self._parts_of(upload):
+            if part.state == "receiving":
+                await self._cancel(part, f"upload ticket {upload.id} was cancelled")
 
     async def _end(self, upload, how, reason):
         upload.ended = self.clock.seconds()

@@ -562,6 +562,9 @@ class TusSessions(RuleBasedStateMachine):
         assert call["cancelled"] == "yes", call
         assert call["filename"] == "", call
         self.state = "cancelled"
+        # Its partial uploads, which can make no final upload any more, with it.
+        self.cancelled_parts += list(self.parts)
+        self.parts = {}
 
     # The upload
 
@@ -587,6 +590,7 @@ class TusSessions(RuleBasedStateMachine):
         self.concat = ""
         self.seed = seed
         self.parts = {}  # partial uploads (tus concatenation): id -> Part
+        self.cancelled_parts = []  # their ids, once the ticket is cancelled
         if start == "parts":
             # A parallel client: partial uploads first, some of them whole.
             for _ in range(data.draw(st.integers(1, 3), label="parts")):
@@ -1215,6 +1219,9 @@ class TusSessions(RuleBasedStateMachine):
             path = self.server.storage / f"{part.id}.data"
             stored = path.read_bytes() if path.exists() else b""
             assert stored == part.content[: part.offset], f"the data of partial upload {part.id} is not what was acknowledged"
+        for part_id in self.cancelled_parts:
+            self.expect(self.send("HEAD", UPLOADS + part_id, [TUS]), {410})
+            assert not (self.server.storage / f"{part_id}.data").exists(), "a cancelled partial upload has a data file"
         status = json.loads(self.send("GET", f"{self.url_path}/state", [TUS]).body)
         assert status["state"] == self.state, (
             f"the state URL says {status['state']} at offset {status['offset']} of {status['length']}, "

@@ -423,6 +423,22 @@ def test_a_final_upload_cancelled_during_assembly_leaves_no_file(server, backend
     assert (head.status_code, head.headers["Incoming-Error"]) == (410, f"upload {ticket} is cancelled: changed my mind")
 
 
+def test_cancelling_a_ticket_cancels_its_partial_uploads(server, backend, tus):
+    ticket = server.new_ticket(backend)
+    parts = [partial_upload(server, tus, ticket, data) for data in (b"hello", b"world")]
+    part_files = [server.storage / f"{urlsplit(url).path.rsplit('/', 1)[1]}.data" for url in parts]
+    assert all(path.exists() for path in part_files)
+
+    assert tus.http.delete(server.uploads_url + ticket).status_code == 204
+    for url, path in zip(parts, part_files):
+        head = tus.head(url)
+        assert (head.status_code, head.headers["Incoming-Error"]) == (
+            410,
+            f"upload {urlsplit(url).path.rsplit('/', 1)[1]} is cancelled: upload ticket {ticket} was cancelled",
+        )
+        assert not path.exists()
+
+
 def test_a_ticket_makes_a_bounded_number_of_partial_uploads(server, backend, tus):
     ticket = server.new_ticket(backend)
     headers = {"Upload-Length": "0", "Upload-Concat": "partial", "Upload-Metadata": f"ticket {b64(ticket)}"}
