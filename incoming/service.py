@@ -103,18 +103,14 @@ class UploadChannel(HTTPChannel):
     def _answer_and_close(self, status, message):
         """
         Answer with C{status} and the one-line C{message} as plain text, then
-        close the connection. Twisted parses no request while one is being
-        answered, so no response has started; but if one had, or if the
-        connection is closing already (this was answered), a status line now
-        would only corrupt the stream: the connection is just closed.
+        close the connection. (No response has started: Twisted parses no
+        request while one is being answered.)
         """
-        started = any(request.startedWriting for request in self.requests)
-        if not started and not self.transport.disconnecting:
-            body = message.encode()
-            self.transport.write(
-                b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
-            )
+        body = message.encode()
+        self.transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+        )
         self.loseConnection()
 
 

@@ -134,10 +134,10 @@ def upload_id_from_url(url):
     try:
         path = urlsplit(url).path
     except ValueError:  # such as a bracketed host that is no IP address
-        raise BadRequest(f"Upload-Concat: {url[:80]!r} is not an upload URL")
+        path = ""
     prefix, _, upload_id = path.rstrip("/").rpartition("/")
     if not prefix.endswith("/uploads") or not upload_id:
-        raise BadRequest(f"Upload-Concat: {url!r} is not an upload URL")
+        raise BadRequest(f"Upload-Concat: {url[:80]!r} is not an upload URL")
     return upload_id
 
 

@@ -279,10 +279,9 @@ class Uploads(Service):
         deferred). Claiming again with the same length gives the same upload,
         so a client that lost the answer can go on.
         """
-        while upload.id in self._assembling:
-            # A final upload is being assembled under this ticket: the
-            # claim comes second, and finds it claimed.
-            await self._assembling[upload.id]
+        # A claim that comes while a final upload is assembled under this
+        # ticket comes second, and finds it claimed.
+        await self._assembled(upload)
         if upload.state == "ticketed":
             if length is not None:
                 self.limits(upload).check(length)
@@ -363,8 +362,7 @@ class Uploads(Service):
         uploads C{part_ids}, which must all be complete. Their data is
         assembled before this returns; then the handover starts.
         """
-        while upload.id in self._assembling:
-            await self._assembling[upload.id]
+        await self._assembled(upload)
         if upload.state != "ticketed":
             if upload.concat == concat:
                 return upload
@@ -404,6 +402,13 @@ class Uploads(Service):
             del self._assembling[upload.id]
             done.callback(None)
         return upload
+
+    async def _assembled(self, ticket):
+        """
+        Wait until no final upload is being assembled under C{ticket}.
+        """
+        while ticket.id in self._assembling:
+            await self._assembling[ticket.id]
 
     def _parts_of(self, ticket):
         """
@@ -628,11 +633,12 @@ class Uploads(Service):
         upload.transition("cancel", reason)
         await self._end(upload, "cancelled", reason)
         self._start(self._send_cancel_notice(upload))
-        # Its partial uploads can make no final upload any more: their
-        # files go now, not at their idle timeout.
-        for part in self._parts_of(upload):
-            if part.state == "receiving":
-                await self._cancel(part, f"upload ticket {upload.id} was cancelled")
+        # A ticket's partial uploads can make no final upload any more:
+        # their files go now, not at their idle timeout.
+        if not upload.is_partial:
+            for part in self._parts_of(upload):
+                if part.state == "receiving":
+                    await self._cancel(part, f"upload ticket {upload.id} was cancelled")
 
     async def _end(self, upload, how, reason):
         upload.ended = self.clock.seconds()
